@@ -1,0 +1,71 @@
+//! The [`Remote`] trait: one end of the protocol as an async API.
+
+use async_trait::async_trait;
+
+use crate::error::RemoteError;
+use crate::types::{DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse};
+
+/// A sync server as seen by a client: pull, push and digest per collection.
+///
+/// `fero-http`'s `HttpRemote` speaks it over HTTP; `fero-sim`'s simulated server speaks it in
+/// process; `fero-sqlite`'s handlers take any `Remote` as their remote half.
+///
+/// # Contract
+/// - `pull` returns the rows after `request.checkpoint` in feed order, never skipping a committed
+///   row, with a checkpoint that does not go backwards.
+/// - `push` answers each change in request order; it is idempotent per
+///   [`MutationId`](crate::MutationId): a replay gets the original answer.
+/// - Errors say whether retrying helps ([`RemoteError::is_transient`]).
+#[async_trait]
+pub trait Remote: Send + Sync + 'static {
+    /// A page of changes after the request's checkpoint.
+    ///
+    /// # Errors
+    /// A [`RemoteError`] of the matching kind.
+    async fn pull(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+    ) -> Result<PullResponse, RemoteError>;
+
+    /// Pushes changes.
+    ///
+    /// # Errors
+    /// A [`RemoteError`] of the matching kind; on error the client cannot know which changes were
+    /// written, and replays them all (safe by mutation id).
+    async fn push(
+        &self,
+        collection: &str,
+        request: &PushRequest,
+    ) -> Result<PushResponse, RemoteError>;
+
+    /// The count and digest of the user's live rows in `collection`.
+    ///
+    /// # Errors
+    /// A [`RemoteError`] of the matching kind.
+    async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError>;
+}
+
+#[async_trait]
+impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
+    async fn pull(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+    ) -> Result<PullResponse, RemoteError> {
+        (**self).pull(collection, request).await
+    }
+    async fn push(
+        &self,
+        collection: &str,
+        request: &PushRequest,
+    ) -> Result<PushResponse, RemoteError> {
+        (**self).push(collection, request).await
+    }
+    async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError> {
+        (**self).digest(collection).await
+    }
+}
+
+#[allow(dead_code)]
+fn _object_safe(_: &dyn Remote) {}

@@ -1,0 +1,289 @@
+//! Errors: [`BuildError`] when a [`FeroSync`](crate::FeroSync) is configured, [`Error`] when it
+//! runs. Messages name the feature and, where the user can act, say what to do.
+
+use crate::handler::HandlerError;
+use crate::item::{FeatureKey, SyncId};
+use crate::metadata::RepoError;
+use crate::page::ApplyError;
+use crate::retry::BackoffError;
+
+/// The handler call that failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Fetching a page of server data.
+    Fetch,
+    /// Applying a page locally.
+    Apply,
+    /// Listing locally modified items.
+    ListModified,
+    /// Pushing local changes.
+    Push,
+    /// Merging a conflict.
+    Merge,
+    /// Discarding a local change.
+    Discard,
+    /// Reading or writing the metadata repo.
+    Metadata,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Fetch => "fetch",
+            Operation::Apply => "apply",
+            Operation::ListModified => "list locally modified items",
+            Operation::Push => "push",
+            Operation::Merge => "merge a conflict",
+            Operation::Discard => "discard a local change",
+            Operation::Metadata => "access the metadata repo",
+        })
+    }
+}
+
+/// A [`FeroSync`](crate::FeroSync) configuration was rejected by `build()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two features of the same kind share a key.
+    #[error("feature {feature} is registered twice as a {kind} feature: give each feature one key")]
+    DuplicateFeature {
+        /// The key.
+        feature: FeatureKey,
+        /// "initial" or "background".
+        kind: &'static str,
+    },
+    /// A feature depends on a key that is not registered.
+    #[error(
+        "feature {feature} depends on {dependency}, which is not a registered {kind} feature: \
+         register it or remove the dependency"
+    )]
+    UnknownDependency {
+        /// The dependent feature.
+        feature: FeatureKey,
+        /// The missing dependency.
+        dependency: FeatureKey,
+        /// "initial" or "background".
+        kind: &'static str,
+    },
+    /// The dependencies form a cycle.
+    #[error("the {kind} features' dependencies form a cycle: {}", display_cycle(.cycle))]
+    DependencyCycle {
+        /// The features of the cycle, the first repeated at the end.
+        cycle: Vec<FeatureKey>,
+        /// "initial" or "background".
+        kind: &'static str,
+    },
+    /// A batch size of zero.
+    #[error("feature {feature} has batch_size 0: use at least 1 (1000 is the default)")]
+    ZeroBatchSize {
+        /// The feature.
+        feature: FeatureKey,
+    },
+    /// `max_concurrent` of zero.
+    #[error("max_concurrent is 0: at least one feature must be able to run")]
+    ZeroConcurrency,
+    /// The backoff's parameters were invalid.
+    #[error(transparent)]
+    Backoff(#[from] BackoffError),
+}
+
+fn display_cycle(cycle: &[FeatureKey]) -> String {
+    cycle
+        .iter()
+        .map(FeatureKey::as_str)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// Bad data from a server: rejected before anything is applied, state left untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The page's checkpoint is behind the one it was fetched from.
+    #[error(
+        "the server's checkpoint went backwards from sync_id {previous} to {received}: the page \
+         was not applied; check the server's pagination"
+    )]
+    CheckpointWentBackwards {
+        /// The checkpoint the page was fetched from.
+        previous: SyncId,
+        /// The page's checkpoint.
+        received: SyncId,
+    },
+    /// The same id appears twice in one page.
+    #[error("item {id:?} appears twice in one page: the page was not applied")]
+    DuplicateId {
+        /// The id.
+        id: String,
+    },
+    /// An item has an empty id.
+    #[error("an item of the page has an empty id: the page was not applied")]
+    EmptyId,
+    /// A page larger than the requested batch size.
+    #[error(
+        "the server sent {received} items for a batch size of {requested}: the page was not applied"
+    )]
+    PageTooLarge {
+        /// The batch size asked for.
+        requested: usize,
+        /// The items received.
+        received: usize,
+    },
+}
+
+/// Why a sync operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A handler call failed (after retries, for a transient error).
+    #[error("feature {feature}: {operation} failed after {attempts} attempt(s): {source}")]
+    Handler {
+        /// The feature.
+        feature: FeatureKey,
+        /// The call.
+        operation: Operation,
+        /// Attempts made.
+        attempts: u32,
+        /// The handler's error.
+        #[source]
+        source: HandlerError,
+    },
+    /// The server sent bad data.
+    #[error("feature {feature}: bad page from the server (page {page}): {source}")]
+    Protocol {
+        /// The feature.
+        feature: FeatureKey,
+        /// The page number in the current pull.
+        page: u64,
+        /// What was wrong.
+        #[source]
+        source: ProtocolError,
+    },
+    /// Items of a page could not be applied; no checkpoint was saved for it.
+    #[error(
+        "feature {feature}: {} item(s) of page {page} could not be applied (first: {:?}: {}); \
+         the checkpoint was not saved and the page will be fetched again",
+        failed.len(),
+        failed.first().map(|f| f.id.as_str()).unwrap_or(""),
+        failed.first().map(|f| f.message.as_str()).unwrap_or("")
+    )]
+    ApplyFailed {
+        /// The feature.
+        feature: FeatureKey,
+        /// The page number.
+        page: u64,
+        /// The items that failed.
+        failed: Vec<ApplyError>,
+    },
+    /// The metadata repo failed.
+    #[error("feature {feature}: {source}")]
+    Repo {
+        /// The feature.
+        feature: FeatureKey,
+        /// The repo's error.
+        #[source]
+        source: RepoError,
+    },
+    /// The run was cancelled before the feature finished; state is consistent.
+    #[error(
+        "feature {feature}: cancelled; its checkpoint is consistent and the next run resumes it"
+    )]
+    Cancelled {
+        /// The feature.
+        feature: FeatureKey,
+    },
+    /// A dependency failed or was skipped, so the feature did not run.
+    #[error("feature {feature} skipped: its dependency {dependency} did not complete")]
+    DependencyFailed {
+        /// The skipped feature.
+        feature: FeatureKey,
+        /// The dependency that did not complete.
+        dependency: FeatureKey,
+    },
+    /// No feature has that key.
+    #[error("no feature {feature} is registered{hint}")]
+    UnknownFeature {
+        /// The key asked for.
+        feature: FeatureKey,
+        /// What kind was looked for.
+        hint: &'static str,
+    },
+    /// No parked conflict or quarantined change has that id.
+    #[error("feature {feature}: nothing parked or quarantined for id {id:?}")]
+    NotParked {
+        /// The feature.
+        feature: FeatureKey,
+        /// The id.
+        id: String,
+    },
+    /// A stored conflict or a manual resolution could not be read as the feature's item type.
+    #[error(
+        "feature {feature}: item {id:?} does not deserialize as the feature's item type: {message}"
+    )]
+    Decode {
+        /// The feature.
+        feature: FeatureKey,
+        /// The id.
+        id: String,
+        /// The serde error.
+        message: String,
+    },
+    /// `dispose()` was called; this instance can no longer sync.
+    #[error("this FeroSync was disposed: build a new one to sync again")]
+    Disposed,
+}
+
+impl Error {
+    /// `true` when retrying the whole run later can help (a transient handler or repo failure,
+    /// or a cancellation).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Handler { source, .. } => source.is_transient(),
+            Error::Repo { source, .. } => source.transient,
+            Error::Cancelled { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// `true` for a cancellation.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled { .. })
+    }
+
+    /// The feature the error concerns, if any.
+    pub fn feature(&self) -> Option<&FeatureKey> {
+        match self {
+            Error::Handler { feature, .. }
+            | Error::Protocol { feature, .. }
+            | Error::ApplyFailed { feature, .. }
+            | Error::Repo { feature, .. }
+            | Error::Cancelled { feature }
+            | Error::DependencyFailed { feature, .. }
+            | Error::UnknownFeature { feature, .. }
+            | Error::NotParked { feature, .. }
+            | Error::Decode { feature, .. } => Some(feature),
+            Error::Disposed => None,
+        }
+    }
+}
+
+/// `Result` with fero's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_is_named_in_the_message() {
+        let e = BuildError::DependencyCycle {
+            cycle: vec!["a".into(), "b".into(), "a".into()],
+            kind: "background",
+        };
+        assert_eq!(
+            e.to_string(),
+            "the background features' dependencies form a cycle: a -> b -> a"
+        );
+    }
+}
