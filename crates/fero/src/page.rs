@@ -8,9 +8,14 @@ use crate::item::{FeatureKey, SyncId, SyncPayload, Version};
 
 /// One fetched page of server changes.
 ///
-/// `checkpoint` is the position after this page. `Some` means more pages may follow: the engine
-/// applies `items`, saves the checkpoint and fetches again from it. `None` means there are no more
-/// pages: the engine applies `items` (if any) and saves a checkpoint at their largest `sync_id`.
+/// `checkpoint` is the position after this page:
+/// - `Some(cp)` with `has_more = true` ([`page`](Self::page)): the engine applies `items`, saves
+///   `cp` and fetches again from it.
+/// - `Some(cp)` with `has_more = false` ([`final_page`](Self::final_page)): the engine applies
+///   `items`, saves `cp` (an opaque server cursor included) and stops.
+/// - `None` ([`last`](Self::last), fero_sync's "no more pages"): the engine applies `items` and
+///   saves a checkpoint at their largest `sync_id`, then stops.
+///
 /// An empty page ends the pull as well (saving its checkpoint if it moves forward).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncBatchResult<S> {
@@ -18,6 +23,9 @@ pub struct SyncBatchResult<S> {
     pub items: Vec<SyncPayload<S>>,
     /// The position after this page; `None` when this is the last page.
     pub checkpoint: Option<SyncCheckpoint>,
+    /// With a checkpoint: whether more pages may follow.
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 impl<S> SyncBatchResult<S> {
@@ -26,14 +34,25 @@ impl<S> SyncBatchResult<S> {
         SyncBatchResult {
             items,
             checkpoint: Some(checkpoint),
+            has_more: true,
         }
     }
 
-    /// The last page.
+    /// The last page, with the server's checkpoint after it.
+    pub fn final_page(items: Vec<SyncPayload<S>>, checkpoint: SyncCheckpoint) -> Self {
+        SyncBatchResult {
+            items,
+            checkpoint: Some(checkpoint),
+            has_more: false,
+        }
+    }
+
+    /// The last page, without a server checkpoint (the engine derives one from the items).
     pub fn last(items: Vec<SyncPayload<S>>) -> Self {
         SyncBatchResult {
             items,
             checkpoint: None,
+            has_more: false,
         }
     }
 
@@ -42,6 +61,7 @@ impl<S> SyncBatchResult<S> {
         SyncBatchResult {
             items: Vec::new(),
             checkpoint: None,
+            has_more: false,
         }
     }
 }
