@@ -5,6 +5,7 @@ use crate::handler::HandlerError;
 use crate::item::{FeatureKey, SyncId};
 use crate::metadata::RepoError;
 use crate::page::ApplyError;
+use crate::report::{FeatureResult, RunReport};
 use crate::retry::BackoffError;
 
 /// The handler call that failed.
@@ -232,6 +233,16 @@ pub enum Error {
     /// `dispose()` was called; this instance can no longer sync.
     #[error("this FeroSync was disposed: build a new one to sync again")]
     Disposed,
+    /// Some features of a run did not complete; the report says which and why.
+    #[error(
+        "{} of {} feature run(s) did not complete: {report}",
+        report.failures().count(),
+        report.outcomes.len()
+    )]
+    FeaturesFailed {
+        /// The whole run's report.
+        report: Box<RunReport>,
+    },
 }
 
 impl Error {
@@ -242,13 +253,32 @@ impl Error {
             Error::Handler { source, .. } => source.is_transient(),
             Error::Repo { source, .. } => source.transient,
             Error::Cancelled { .. } => true,
+            Error::FeaturesFailed { report } => report.failures().all(|o| match &o.result {
+                FeatureResult::Failed(e) => e.is_transient(),
+                FeatureResult::Cancelled | FeatureResult::Skipped { .. } => true,
+                _ => false,
+            }),
             _ => false,
         }
     }
 
     /// `true` for a cancellation.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, Error::Cancelled { .. })
+        match self {
+            Error::Cancelled { .. } => true,
+            Error::FeaturesFailed { report } => report
+                .failures()
+                .any(|o| matches!(o.result, FeatureResult::Cancelled)),
+            _ => false,
+        }
+    }
+
+    /// The run report, for [`Error::FeaturesFailed`].
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            Error::FeaturesFailed { report } => Some(report),
+            _ => None,
+        }
     }
 
     /// The feature the error concerns, if any.
@@ -263,7 +293,7 @@ impl Error {
             | Error::UnknownFeature { feature, .. }
             | Error::NotParked { feature, .. }
             | Error::Decode { feature, .. } => Some(feature),
-            Error::Disposed => None,
+            Error::Disposed | Error::FeaturesFailed { .. } => None,
         }
     }
 }

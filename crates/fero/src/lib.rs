@@ -59,12 +59,15 @@ pub mod item;
 pub mod memory;
 pub mod metadata;
 pub mod page;
+pub mod report;
 pub mod retry;
 pub mod status;
 pub mod sync;
 
+mod background;
 mod clock;
 mod graph;
+mod pull;
 
 pub use async_trait::async_trait;
 pub use checkpoint::SyncCheckpoint;
@@ -87,9 +90,10 @@ pub use page::{
     ApplyContext, ApplyError, ApplyResult, PushAccepted, PushConflict, PushRejected, PushResult,
     Rebase, RemoteChanges, SyncBatchResult, SyncKind,
 };
+pub use report::{FeatureCounts, FeatureOutcome, FeatureResult, RunReport};
 pub use retry::{
     BackoffError, BackoffStrategy, ExponentialBackoff, FixedBackoff, RandomSource, RetryDecision,
     SeededRandom,
 };
 pub use status::{FeatureStatus, StatusMap, SyncPhase};
-pub use sync::{FeroSync, FeroSyncBuilder, RunReport};
+pub use sync::{FeroSync, FeroSyncBuilder};

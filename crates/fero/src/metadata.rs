@@ -154,7 +154,8 @@ struct FeatureMetadata {
 ///
 /// # Examples
 /// ```
-/// # async fn demo() -> Result<(), fero::RepoError> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fero::RepoError> {
 /// use fero::{FeatureKey, InMemorySyncMetadataRepo, SyncCheckpoint, SyncId, SyncMetadataRepo};
 /// let repo = InMemorySyncMetadataRepo::new();
 /// let key = FeatureKey::new("contacts");

@@ -1,0 +1,310 @@
+//! The page loop shared by initial and background sync: fetch, validate, apply, save the
+//! checkpoint, repeat; with the next page fetched while the current one is applied.
+//!
+//! # Invariants
+//! - A page's checkpoint is saved only after its apply returned success (or by the store in the
+//!   same transaction as the page, see [`ApplyContext`]). A crash therefore leaves the old page
+//!   state with the old checkpoint, or the new with the new.
+//! - Checkpoints are saved strictly in page order, even though page `k + 1` is fetched while page
+//!   `k` is applied (at most one page ahead, so memory stays flat).
+//! - A bad page (checkpoint going backwards, duplicate or empty ids, more items than asked for) is
+//!   rejected before anything of it is applied.
+
+use std::collections::HashSet;
+
+use futures::future::BoxFuture;
+use tracing::Instrument;
+
+use crate::checkpoint::SyncCheckpoint;
+use crate::error::{Error, Operation, ProtocolError, Result};
+use crate::handler::{HandlerResult, InitialSyncHandler};
+use crate::item::{FeatureKey, ServerItem, SyncPayload};
+use crate::page::{ApplyContext, ApplyResult, SyncBatchResult, SyncKind};
+use crate::report::FeatureCounts;
+use crate::sync::{FeatureSettings, Inner, RunCtx};
+
+/// Applies one validated page; implemented by the initial and the background apply.
+pub(crate) trait Applier<S>: Send {
+    fn apply<'a>(
+        &'a mut self,
+        items: Vec<SyncPayload<S>>,
+        context: &'a ApplyContext,
+    ) -> BoxFuture<'a, Result<ApplyResult>>;
+}
+
+/// Fetches the page after a checkpoint.
+pub(crate) type Fetch<'a, S> = dyn Fn(Option<SyncCheckpoint>) -> BoxFuture<'a, HandlerResult<SyncBatchResult<S>>>
+    + Send
+    + Sync
+    + 'a;
+
+/// Rejects a page that would corrupt state if applied.
+pub(crate) fn validate<S: ServerItem>(
+    page: &SyncBatchResult<S>,
+    current: Option<&SyncCheckpoint>,
+    batch_size: usize,
+) -> std::result::Result<(), ProtocolError> {
+    if page.items.len() > batch_size {
+        return Err(ProtocolError::PageTooLarge {
+            requested: batch_size,
+            received: page.items.len(),
+        });
+    }
+    if let (Some(received), Some(previous)) = (&page.checkpoint, current) {
+        if received.last_sync_id < previous.last_sync_id {
+            return Err(ProtocolError::CheckpointWentBackwards {
+                previous: previous.last_sync_id,
+                received: received.last_sync_id,
+            });
+        }
+    }
+    let mut seen = HashSet::with_capacity(page.items.len());
+    for payload in &page.items {
+        let id = payload.item.id();
+        if id.is_empty() {
+            return Err(ProtocolError::EmptyId);
+        }
+        if !seen.insert(id) {
+            return Err(ProtocolError::DuplicateId { id: id.to_owned() });
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint after a page: the server's, or for a page without one (fero_sync's last page)
+/// the largest `sync_id` of its items, never behind the current checkpoint.
+fn checkpoint_after<S: ServerItem>(
+    page: &SyncBatchResult<S>,
+    current: Option<&SyncCheckpoint>,
+) -> SyncCheckpoint {
+    if let Some(cp) = &page.checkpoint {
+        return cp.clone();
+    }
+    let mut derived = current.cloned().unwrap_or_default();
+    if let Some(max) = page.items.iter().map(|p| p.item.sync_id()).max() {
+        if max > derived.last_sync_id {
+            derived.last_sync_id = max;
+            derived.cursor = None;
+            derived.updated_at = page
+                .items
+                .iter()
+                .find(|p| p.item.sync_id() == max)
+                .and_then(|p| p.item.updated_at());
+        }
+    }
+    derived
+}
+
+/// Pulls pages from the feature's saved checkpoint until the server has no more.
+///
+/// `on_page` runs after each page's checkpoint is saved (progress events and status).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pull<S: ServerItem>(
+    inner: &Inner,
+    run: &RunCtx,
+    key: &FeatureKey,
+    kind: SyncKind,
+    settings: &FeatureSettings,
+    fetch: &Fetch<'_, S>,
+    applier: &mut dyn Applier<S>,
+    mut on_page: impl FnMut(&FeatureCounts, &SyncCheckpoint) + Send,
+) -> Result<FeatureCounts> {
+    let mut counts = FeatureCounts::default();
+    let mut current = inner.repo_checkpoint(key).await?;
+    let batch_size = settings.batch_size;
+    let fetch_page = |from: Option<SyncCheckpoint>| {
+        inner.attempt(run, key, Operation::Fetch, settings, true, move || {
+            fetch(from.clone())
+        })
+    };
+    let mut page = fetch_page(current.clone()).await?;
+    loop {
+        run.check(key)?;
+        if let Err(source) = validate(&page, current.as_ref(), batch_size) {
+            return Err(Error::Protocol {
+                feature: key.clone(),
+                page: counts.pages + 1,
+                source,
+            });
+        }
+        if page.items.is_empty() {
+            // An empty page ends the pull; keep a checkpoint that moved (e.g. past rows the
+            // server filtered out), since no data of it can be missing.
+            if let Some(cp) = page.checkpoint {
+                if current
+                    .as_ref()
+                    .is_none_or(|c| cp.last_sync_id > c.last_sync_id || cp.cursor != c.cursor)
+                {
+                    inner.repo_save_checkpoint(key, &cp).await?;
+                }
+            }
+            break;
+        }
+        let next = checkpoint_after(&page, current.as_ref());
+        let more = page.checkpoint.is_some() && page.has_more;
+        let number = counts.pages + 1;
+        let context = ApplyContext::new(key.clone(), kind, Some(next.clone()), number);
+        let items = page.items.len() as u64;
+        let span = tracing::debug_span!("fero.page", page = number, items);
+        let apply = applier.apply(page.items, &context).instrument(span);
+        // Pipelining: page k+1's request needs only page k's checkpoint, known now.
+        let (applied, prefetched) = if more {
+            let (applied, prefetched) = futures::join!(apply, fetch_page(Some(next.clone())));
+            (applied, Some(prefetched))
+        } else {
+            (apply.await, None)
+        };
+        let applied = applied?;
+        if !applied.failed.is_empty() {
+            return Err(Error::ApplyFailed {
+                feature: key.clone(),
+                page: number,
+                failed: applied.failed,
+            });
+        }
+        if !applied.checkpoint_saved {
+            inner.repo_save_checkpoint(key, &next).await?;
+        }
+        counts.pages = number;
+        counts.pulled += items;
+        on_page(&counts, &next);
+        current = Some(next);
+        match prefetched {
+            None => break,
+            Some(prefetched) => page = prefetched?,
+        }
+    }
+    Ok(counts)
+}
+
+/// Applies initial-sync pages with the handler's `save_to_local`.
+struct InitialApply<'h, H> {
+    handler: &'h H,
+}
+
+impl<H: InitialSyncHandler> Applier<H::Item> for InitialApply<'_, H> {
+    fn apply<'a>(
+        &'a mut self,
+        items: Vec<SyncPayload<H::Item>>,
+        context: &'a ApplyContext,
+    ) -> BoxFuture<'a, Result<ApplyResult>> {
+        Box::pin(async move {
+            self.handler
+                .save_to_local(items, context)
+                .await
+                .map_err(|source| Error::Handler {
+                    feature: context.feature.clone(),
+                    operation: Operation::Apply,
+                    attempts: 1,
+                    source,
+                })
+        })
+    }
+}
+
+/// The type-erased initial sync of one feature.
+pub(crate) trait InitialRunner: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        inner: &'a Inner,
+        run: &'a RunCtx,
+        key: &'a FeatureKey,
+        settings: &'a FeatureSettings,
+    ) -> BoxFuture<'a, Result<FeatureCounts>>;
+}
+
+pub(crate) struct TypedInitial<H>(pub(crate) H);
+
+impl<H: InitialSyncHandler> InitialRunner for TypedInitial<H> {
+    fn run<'a>(
+        &'a self,
+        inner: &'a Inner,
+        run: &'a RunCtx,
+        key: &'a FeatureKey,
+        settings: &'a FeatureSettings,
+    ) -> BoxFuture<'a, Result<FeatureCounts>> {
+        Box::pin(async move {
+            let handler = &self.0;
+            let fetch = move |from: Option<SyncCheckpoint>| -> BoxFuture<'a, HandlerResult<SyncBatchResult<H::Item>>> {
+                Box::pin(async move { handler.fetch_remote_data(from.as_ref(), settings.batch_size).await })
+            };
+            let mut applier = InitialApply { handler };
+            pull(
+                inner,
+                run,
+                key,
+                SyncKind::Initial,
+                settings,
+                &fetch,
+                &mut applier,
+                |counts, checkpoint| {
+                    inner.page_done(key, SyncKind::Initial, counts, checkpoint);
+                },
+            )
+            .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{SyncId, Version};
+    use crate::memory::Record;
+
+    fn rec(id: &str, sync_id: u64) -> SyncPayload<Record> {
+        SyncPayload::new(Record {
+            id: id.into(),
+            sync_id: SyncId(sync_id),
+            version: Version(1),
+            data: serde_json::Value::Null,
+        })
+    }
+
+    #[test]
+    fn a_page_with_a_duplicate_id_is_rejected() {
+        let page = SyncBatchResult::last(vec![rec("a", 1), rec("b", 2), rec("a", 3)]);
+        assert_eq!(
+            validate(&page, None, 10),
+            Err(ProtocolError::DuplicateId { id: "a".into() })
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_going_backwards_is_rejected() {
+        let page = SyncBatchResult::page(vec![rec("a", 4)], SyncCheckpoint::at(SyncId(4)));
+        let current = SyncCheckpoint::at(SyncId(9));
+        assert_eq!(
+            validate(&page, Some(&current), 10),
+            Err(ProtocolError::CheckpointWentBackwards {
+                previous: SyncId(9),
+                received: SyncId(4)
+            })
+        );
+    }
+
+    #[test]
+    fn an_oversized_page_and_an_empty_id_are_rejected() {
+        let page = SyncBatchResult::last(vec![rec("a", 1), rec("b", 2)]);
+        assert!(matches!(
+            validate(&page, None, 1),
+            Err(ProtocolError::PageTooLarge { .. })
+        ));
+        let page = SyncBatchResult::last(vec![rec("", 1)]);
+        assert_eq!(validate(&page, None, 5), Err(ProtocolError::EmptyId));
+    }
+
+    #[test]
+    fn the_last_page_without_a_checkpoint_ends_at_its_largest_sync_id() {
+        let page = SyncBatchResult::last(vec![rec("a", 7), rec("b", 5)]);
+        assert_eq!(
+            checkpoint_after(&page, Some(&SyncCheckpoint::at(SyncId(3)))).last_sync_id,
+            SyncId(7)
+        );
+        let stale = SyncBatchResult::last(vec![rec("a", 2)]);
+        assert_eq!(
+            checkpoint_after(&stale, Some(&SyncCheckpoint::at(SyncId(3)))).last_sync_id,
+            SyncId(3)
+        );
+    }
+}
