@@ -74,3 +74,133 @@ pub fn single(store: &MemoryStore, remote: &MemoryRemote, batch: usize) -> FeroS
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+use std::sync::Arc;
+
+use fero::memory::{LocalRecord, MemoryHandler, Record};
+use fero::{
+    ApplyContext, ApplyResult, BackgroundSyncHandler, Conflict, HandlerResult, InitialSyncHandler,
+    PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
+};
+
+type Hook = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A MemoryHandler with hooks: after each applied page, and before each push.
+#[derive(Clone)]
+pub struct Hooked {
+    pub inner: MemoryHandler,
+    pub after_apply: Option<Hook>,
+    pub before_push: Option<Hook>,
+    pushes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooked")
+    }
+}
+
+impl Hooked {
+    pub fn new(inner: MemoryHandler) -> Self {
+        Hooked {
+            inner,
+            after_apply: None,
+            before_push: None,
+            pushes: Default::default(),
+        }
+    }
+    pub fn after_apply(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.after_apply = Some(Arc::new(hook));
+        self
+    }
+    pub fn before_push(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.before_push = Some(Arc::new(hook));
+        self
+    }
+}
+
+#[fero::async_trait]
+impl InitialSyncHandler for Hooked {
+    type Item = Record;
+    async fn fetch_remote_data(
+        &self,
+        cp: Option<&SyncCheckpoint>,
+        n: usize,
+    ) -> HandlerResult<SyncBatchResult<Record>> {
+        InitialSyncHandler::fetch_remote_data(&self.inner, cp, n).await
+    }
+    async fn save_to_local(
+        &self,
+        items: Vec<SyncPayload<Record>>,
+        cx: &ApplyContext,
+    ) -> HandlerResult<ApplyResult> {
+        let r = self.inner.save_to_local(items, cx).await;
+        if let (Ok(_), Some(hook)) = (&r, &self.after_apply) {
+            hook(cx.page);
+        }
+        r
+    }
+}
+
+#[fero::async_trait]
+impl BackgroundSyncHandler for Hooked {
+    type Local = LocalRecord;
+    type Server = Record;
+    async fn get_locally_modified(&self) -> HandlerResult<Vec<LocalRecord>> {
+        self.inner.get_locally_modified().await
+    }
+    async fn fetch_remote_changes(
+        &self,
+        cp: Option<&SyncCheckpoint>,
+        n: usize,
+    ) -> HandlerResult<SyncBatchResult<Record>> {
+        self.inner.fetch_remote_changes(cp, n).await
+    }
+    async fn apply_remote_changes(
+        &self,
+        changes: RemoteChanges<LocalRecord, Record>,
+        cx: &ApplyContext,
+    ) -> HandlerResult<ApplyResult> {
+        let r = self.inner.apply_remote_changes(changes, cx).await;
+        if let (Ok(_), Some(hook)) = (&r, &self.after_apply) {
+            hook(cx.page);
+        }
+        r
+    }
+    async fn push_local_changes(
+        &self,
+        items: Vec<LocalRecord>,
+    ) -> HandlerResult<PushResult<Record>> {
+        let n = self
+            .pushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if let Some(hook) = &self.before_push {
+            hook(n);
+        }
+        self.inner.push_local_changes(items).await
+    }
+    async fn merge_conflict(
+        &self,
+        conflict: &Conflict<LocalRecord, Record>,
+    ) -> HandlerResult<LocalRecord> {
+        self.inner.merge_conflict(conflict).await
+    }
+    async fn conflict_base(&self, local: &LocalRecord) -> HandlerResult<Option<Record>> {
+        self.inner.conflict_base(local).await
+    }
+    async fn discard_local_change(&self, id: &str) -> HandlerResult<()> {
+        self.inner.discard_local_change(id).await
+    }
+}
+
+/// Conflict events among `events`.
+pub fn conflicts(events: &[SyncEvent]) -> Vec<fero::ConflictEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::ConflictResolved(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
