@@ -55,6 +55,14 @@ impl From<&FeatureKey> for FeatureKey {
     }
 }
 
+// Ord, Eq and Hash all come from the key's text, so a map keyed by FeatureKey can be indexed with
+// a plain &str.
+impl std::borrow::Borrow<str> for FeatureKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for FeatureKey {
     fn as_ref(&self) -> &str {
         &self.0

@@ -138,6 +138,8 @@ impl InitialSyncHandler for Hooked {
         if let (Ok(_), Some(hook)) = (&r, &self.after_apply) {
             hook(cx.page);
         }
+        // Let other tasks run between pages, as a real store's I/O would.
+        tokio::task::yield_now().await;
         r
     }
 }
@@ -165,6 +167,7 @@ impl BackgroundSyncHandler for Hooked {
         if let (Ok(_), Some(hook)) = (&r, &self.after_apply) {
             hook(cx.page);
         }
+        tokio::task::yield_now().await;
         r
     }
     async fn push_local_changes(
