@@ -97,6 +97,7 @@ struct RemoteState {
     fail_pushes: Vec<HandlerError>,
     reject_ids: HashSet<String>,
     pushes: u64,
+    history: Vec<(Record, bool)>,
 }
 
 /// An in-memory server with the reference server's semantics.
@@ -132,6 +133,7 @@ impl MemoryRemote {
         };
         state.feed.insert(sync_id, id.to_owned());
         state.items.insert(id.to_owned(), (record.clone(), deleted));
+        state.history.push((record.clone(), deleted));
         record
     }
 
@@ -167,6 +169,11 @@ impl MemoryRemote {
         lock(&self.state).fetches.clone()
     }
 
+    /// Every write the server accepted, in order, with its tombstone flag.
+    pub fn history(&self) -> Vec<(Record, bool)> {
+        lock(&self.state).history.clone()
+    }
+
     /// Push calls made.
     pub fn push_count(&self) -> u64 {
         lock(&self.state).pushes
@@ -180,6 +187,14 @@ impl MemoryRemote {
     /// The next push fails with `error` before anything is written.
     pub fn fail_next_push(&self, error: HandlerError) {
         lock(&self.state).fail_pushes.push(error);
+    }
+
+    /// Drops every scripted failure not yet used (rejections included): faults switched off.
+    pub fn clear_faults(&self) {
+        let mut state = lock(&self.state);
+        state.fail_fetches.clear();
+        state.fail_pushes.clear();
+        state.reject_ids.clear();
     }
 
     /// Pushes of `id` are rejected for good from now on (a validation failure).
@@ -401,6 +416,11 @@ impl MemoryStore {
             .collect()
     }
 
+    /// Drops every scripted apply failure not yet used.
+    pub fn clear_faults(&self) {
+        lock(&self.state).fail_applies.clear();
+    }
+
     /// The next apply fails with `error`, writing nothing.
     pub fn fail_next_apply(&self, error: HandlerError) {
         lock(&self.state).fail_applies.push(error);
@@ -452,11 +472,8 @@ impl MemoryStore {
             state.edit_seq += 1;
             let seq = state.edit_seq;
             let mut local = rebase.local;
-            local.base_version = if server.deleted {
-                None
-            } else {
-                Some(server.item.version)
-            };
+            // Also onto a tombstone: the push then resurrects the item on the tombstone's version.
+            local.base_version = Some(server.item.version);
             local.version = server.item.version.next().max(local.version);
             local.modified = true;
             state.docs.insert(local.id.clone(), (local, seq));
