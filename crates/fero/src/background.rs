@@ -269,6 +269,12 @@ pub(crate) trait BackgroundRunner: Send + Sync {
 
 pub(crate) struct TypedBackground<H>(pub(crate) H);
 
+/// A local edit kept after a push conflict, with the server state it now rests on.
+type Kept<H> = (
+    <H as BackgroundSyncHandler>::Local,
+    Option<SyncPayload<<H as BackgroundSyncHandler>::Server>>,
+);
+
 impl<H: BackgroundSyncHandler> TypedBackground<H> {
     async fn list_modified(
         &self,
@@ -381,8 +387,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             if items.is_empty() {
                 return Ok(());
             }
-            let mut repush: HashMap<String, (H::Local, Option<SyncPayload<H::Server>>)> =
-                HashMap::new();
+            let mut repush: HashMap<String, Kept<H>> = HashMap::new();
             let mut remaining = items.into_iter();
             loop {
                 let chunk: Vec<H::Local> = remaining.by_ref().take(settings.batch_size).collect();

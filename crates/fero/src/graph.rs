@@ -147,7 +147,7 @@ mod tests {
         (
             key.into(),
             priority,
-            deps.iter().map(|d| FeatureKey::new(d)).collect(),
+            deps.iter().map(FeatureKey::new).collect(),
         )
     }
 
