@@ -123,3 +123,101 @@ async fn background_sync_pulls_only_changes_after_the_checkpoint_including_delet
     );
     assert_converged(&store, &remote);
 }
+
+#[tokio::test(start_paused = true)]
+async fn trigger_initial_sync_forgets_the_checkpoint_and_pulls_everything_again() {
+    let remote = seeded_remote(120);
+    let store = MemoryStore::new();
+    let repo = Arc::new(InMemorySyncMetadataRepo::new());
+    let sync = FeroSync::builder()
+        .metadata_repo_arc(repo.clone())
+        .initial_sync(
+            "items",
+            store.handler(remote.clone()),
+            FeatureSyncConfig::new().batch_size(50),
+        )
+        .build()
+        .unwrap();
+    sync.run().await.unwrap();
+    let pages = store.applied_pages();
+
+    let report = sync.trigger_initial_sync("items").await.unwrap();
+
+    assert_eq!(report.totals().pulled, 120);
+    assert_eq!(store.applied_pages(), pages * 2);
+    assert_eq!(
+        repo.initial_sync_state(&"items".into()).await.unwrap(),
+        fero::InitialSyncState::Completed
+    );
+    assert!(matches!(
+        sync.trigger_initial_sync("nope").await,
+        Err(fero::Error::UnknownFeature { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_initial_sync_skips_the_same_features_background_cycle_and_resumes_next_run() {
+    let remote = seeded_remote(30);
+    let store = MemoryStore::new();
+    let sync = FeroSync::builder()
+        .initial_sync(
+            "items",
+            store.handler(remote.clone()),
+            FeatureSyncConfig::new().batch_size(10),
+        )
+        .background_sync(
+            "items",
+            store.handler(remote.clone()),
+            FeatureSyncConfig::new().batch_size(10),
+        )
+        .background_sync(
+            "other",
+            MemoryStore::new().handler(seeded_remote(1)),
+            FeatureSyncConfig::new(),
+        )
+        .build()
+        .unwrap();
+    remote.fail_next_fetch(fero::HandlerError::permanent("maintenance"));
+    let err = sync.run().await.unwrap_err();
+    let report = err.report().unwrap();
+    assert!(matches!(
+        report
+            .outcome("items", fero::SyncKind::Background)
+            .unwrap()
+            .result,
+        fero::FeatureResult::Skipped { .. }
+    ));
+    assert!(
+        report
+            .outcome("other", fero::SyncKind::Background)
+            .unwrap()
+            .is_success()
+    );
+
+    sync.run().await.unwrap();
+    assert_converged(&store, &remote);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sync_feature_runs_the_feature_after_its_dependencies_only() {
+    let (a, b, c) = (seeded_remote(3), seeded_remote(4), seeded_remote(5));
+    let (sa, sb, sc) = (MemoryStore::new(), MemoryStore::new(), MemoryStore::new());
+    let sync = FeroSync::builder()
+        .background_sync("contacts", sa.handler(a), FeatureSyncConfig::new())
+        .background_sync(
+            "messages",
+            sb.handler(b),
+            FeatureSyncConfig::new().depends_on("contacts"),
+        )
+        .background_sync("settings", sc.handler(c), FeatureSyncConfig::new())
+        .build()
+        .unwrap();
+    let report = sync.sync_feature("messages").await.unwrap();
+    let order: Vec<_> = report
+        .outcomes
+        .iter()
+        .map(|o| o.feature.to_string())
+        .collect();
+    assert_eq!(order, ["contacts", "messages"]);
+    assert_eq!((sa.len(), sb.len(), sc.len()), (3, 4, 0));
+}
