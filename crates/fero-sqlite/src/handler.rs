@@ -1,0 +1,408 @@
+//! [`CollectionSync`]: the store's side of a collection's sync, joined with any
+//! [`Remote`], as both of fero's handler traits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use fero::{
+    ApplyContext, ApplyResult, BackgroundSyncHandler, HandlerResult, InitialSyncHandler,
+    PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
+};
+use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
+
+use crate::apply::{Page, apply_page, restore_base};
+use crate::document::LocalDocument;
+use crate::error::{Error, Result};
+use crate::push::{pending_changes, record_push};
+use crate::store::{SqliteStore, read_document};
+use crate::verify::VerifyReport;
+
+/// One collection of a [`SqliteStore`] synced with a [`Remote`]: implements
+/// [`InitialSyncHandler`] and [`BackgroundSyncHandler`], so an app supplies only the remote.
+///
+/// Made by [`SqliteStore::sync_handler`]. Register it with FeroSync under the collection's name;
+/// for a collection with both an initial and a background sync, register a clone under both, and
+/// they share one checkpoint.
+///
+/// # What each call does
+/// - fetch: `remote.pull` after the checkpoint, at most `batch_size` (capped at the protocol's
+///   [`MAX_PAGE_SIZE`]) documents; tombstones arrive as tombstone payloads.
+/// - apply (`save_to_local`, `apply_remote_changes`): the page, and the checkpoint the engine
+///   passes in [`ApplyContext`], in one transaction; the result says the checkpoint is saved.
+///   A page whose checkpoint is behind the stored one, a repeated id, or data that is not a
+///   JSON object is refused with a typed [`Error`] (as the source of the [`fero::HandlerError`])
+///   and nothing of it is written.
+/// - `get_locally_modified`: the pending documents, oldest edit first, read through an index.
+/// - `push_local_changes`: the stored pending state of each listed document, with its base
+///   version and mutation id; the accepted answers are recorded in one transaction before the
+///   call returns.
+/// - `conflict_base`: the stored copy of the server state an edit rests on.
+/// - `discard_local_change`: restores that copy and drops the outbox entries.
+///
+/// # Examples
+/// ```no_run
+/// use fero::{FeatureSyncConfig, FeroSync};
+/// # #[allow(dead_code)]
+/// # async fn demo(remote: impl fero_protocol::Remote) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = fero_sqlite::SqliteStore::open("app.db").await?;
+/// let contacts = store.sync_handler("contacts", remote)?;
+/// let sync = FeroSync::builder()
+///     .metadata_repo(store.metadata_repo())
+///     .background_sync("contacts", contacts, FeatureSyncConfig::new())
+///     .build()?;
+/// sync.run().await?;
+/// # Ok(()) }
+/// ```
+pub struct CollectionSync<R> {
+    store: SqliteStore,
+    collection: Arc<str>,
+    remote: R,
+}
+
+impl<R: Clone> Clone for CollectionSync<R> {
+    fn clone(&self) -> Self {
+        CollectionSync {
+            store: self.store.clone(),
+            collection: Arc::clone(&self.collection),
+            remote: self.remote.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for CollectionSync<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectionSync")
+            .field("collection", &self.collection)
+            .field("store", &self.store)
+            .field("remote", &std::any::type_name::<R>())
+            .finish()
+    }
+}
+
+impl<R: Remote> CollectionSync<R> {
+    pub(crate) fn new(store: SqliteStore, collection: String, remote: R) -> Self {
+        CollectionSync {
+            store,
+            collection: Arc::from(collection),
+            remote,
+        }
+    }
+
+    /// The collection.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    /// The remote.
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    /// Compares the server's count and digest of the collection ([`Remote::digest`]) with the
+    /// store's ([`SqliteStore::digest`]).
+    ///
+    /// A drift means rows the server has and the store does not (or at other versions), or the
+    /// reverse: a missed page, a restored server backup. To repair, call
+    /// [`SqliteStore::reset_collection`] and then
+    /// [`FeroSync::trigger_initial_sync`](fero::FeroSync::trigger_initial_sync) for the
+    /// collection (or only the latter, which re-pulls everything over the existing rows). A
+    /// verify run while server changes are still unpulled reports drift too: verify after a
+    /// completed sync.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the digest cannot be fetched, [`Error::Sqlite`] when the local one
+    /// cannot be read.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let remote = self
+            .remote
+            .digest(&self.collection)
+            .await
+            .map_err(|source| Error::Remote {
+                collection: self.collection.to_string(),
+                source,
+            })?;
+        let local = self.store.digest(&self.collection).await?;
+        Ok(VerifyReport {
+            collection: self.collection.to_string(),
+            local_count: local.count(),
+            local_digest: local.hex(),
+            remote_count: remote.count,
+            remote_digest: remote.digest,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+    ) -> Result<SyncBatchResult<Document>> {
+        let limit = u32::try_from(batch_size)
+            .unwrap_or(MAX_PAGE_SIZE)
+            .clamp(1, MAX_PAGE_SIZE);
+        let request = PullRequest {
+            checkpoint: checkpoint.cloned(),
+            limit,
+        };
+        let response = self
+            .remote
+            .pull(&self.collection, &request)
+            .await
+            .map_err(|source| Error::Remote {
+                collection: self.collection.to_string(),
+                source,
+            })?;
+        let items = response
+            .items
+            .into_iter()
+            .map(|doc| SyncPayload {
+                deleted: doc.deleted,
+                item: doc,
+            })
+            .collect();
+        Ok(if response.has_more {
+            SyncBatchResult::page(items, response.checkpoint)
+        } else {
+            SyncBatchResult::final_page(items, response.checkpoint)
+        })
+    }
+
+    async fn apply(
+        &self,
+        changes: RemoteChanges<LocalDocument, Document>,
+        context: &ApplyContext,
+    ) -> Result<ApplyResult> {
+        let checkpoint = context.checkpoint.clone();
+        let saves_checkpoint = checkpoint.is_some();
+        let page = Page {
+            collection: self.collection.to_string(),
+            items: changes.items,
+            discard_local: changes.discard_local,
+            rebase: changes.rebase,
+            checkpoint: checkpoint.map(|cp| (context.feature.clone(), cp)),
+        };
+        let operation = format!(
+            "apply page {} of {} (feature {})",
+            context.page, self.collection, context.feature
+        );
+        let applied = self
+            .store
+            .db()
+            .write(&operation, move |tx| apply_page(tx, page))
+            .await?;
+        tracing::debug!(
+            collection = %self.collection,
+            feature = %context.feature,
+            page = context.page,
+            applied,
+            checkpoint_saved = saves_checkpoint,
+            "applied a page"
+        );
+        Ok(if saves_checkpoint {
+            ApplyResult::applied_with_checkpoint(applied)
+        } else {
+            ApplyResult::applied(applied)
+        })
+    }
+
+    async fn push(&self, items: Vec<LocalDocument>) -> Result<PushResult<Document>> {
+        let collection = self.collection.to_string();
+        let device = self.store.device_id().to_owned();
+        let ids: Vec<String> = items.into_iter().map(|doc| doc.id).collect();
+        let pushed = self
+            .store
+            .db()
+            .read(&format!("read the pending edits of {collection}"), {
+                let collection = collection.clone();
+                move |tx| pending_changes(tx, &collection, &device, &ids)
+            })
+            .await?;
+        if pushed.is_empty() {
+            return Ok(PushResult::default());
+        }
+        let request = PushRequest {
+            changes: pushed.iter().map(|p| p.change.clone()).collect(),
+        };
+        let response = self
+            .remote
+            .push(&collection, &request)
+            .await
+            .map_err(|source| Error::Remote {
+                collection: collection.clone(),
+                source,
+            })?;
+        // The outbox entries leave only here, in the transaction that records the answer.
+        let result = self
+            .store
+            .db()
+            .write(&format!("record a push of {collection}"), {
+                let collection = collection.clone();
+                move |tx| record_push(tx, &collection, &pushed, response)
+            })
+            .await?;
+        tracing::debug!(
+            %collection,
+            accepted = result.accepted.len(),
+            conflicts = result.conflicts.len(),
+            rejected = result.rejected.len(),
+            "recorded a push"
+        );
+        Ok(result)
+    }
+}
+
+#[fero::async_trait]
+impl<R: Remote> InitialSyncHandler for CollectionSync<R> {
+    type Item = Document;
+
+    async fn fetch_remote_data(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+    ) -> HandlerResult<SyncBatchResult<Document>> {
+        Ok(self.fetch(checkpoint, batch_size).await?)
+    }
+
+    async fn save_to_local(
+        &self,
+        items: Vec<SyncPayload<Document>>,
+        context: &ApplyContext,
+    ) -> HandlerResult<ApplyResult> {
+        Ok(self
+            .apply(RemoteChanges::from_items(items), context)
+            .await?)
+    }
+}
+
+#[fero::async_trait]
+impl<R: Remote> BackgroundSyncHandler for CollectionSync<R> {
+    type Local = LocalDocument;
+    type Server = Document;
+
+    async fn get_locally_modified(&self) -> HandlerResult<Vec<LocalDocument>> {
+        Ok(self.store.locally_modified(&self.collection).await?)
+    }
+
+    async fn fetch_remote_changes(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+    ) -> HandlerResult<SyncBatchResult<Document>> {
+        Ok(self.fetch(checkpoint, batch_size).await?)
+    }
+
+    async fn apply_remote_changes(
+        &self,
+        changes: RemoteChanges<LocalDocument, Document>,
+        context: &ApplyContext,
+    ) -> HandlerResult<ApplyResult> {
+        Ok(self.apply(changes, context).await?)
+    }
+
+    async fn push_local_changes(
+        &self,
+        items: Vec<LocalDocument>,
+    ) -> HandlerResult<PushResult<Document>> {
+        Ok(self.push(items).await?)
+    }
+
+    async fn conflict_base(&self, local: &LocalDocument) -> HandlerResult<Option<Document>> {
+        let (collection, id) = (self.collection.to_string(), local.id.clone());
+        let expected = local.base_version;
+        let base = self
+            .store
+            .db()
+            .read("read the base copy of a conflict", move |tx| {
+                base_copy(tx, &collection, &id)
+            })
+            .await?;
+        // Only the base the given copy rests on is its merge base.
+        Ok(base.filter(|doc| Some(doc.version) == expected))
+    }
+
+    async fn discard_local_change(&self, id: &str) -> HandlerResult<()> {
+        let (collection, id) = (self.collection.to_string(), id.to_owned());
+        let operation = format!("discard the local change of {id:?} in {collection}");
+        Ok(self
+            .store
+            .db()
+            .write(&operation, move |tx| restore_base(tx, &collection, &id))
+            .await?)
+    }
+}
+
+/// The server state a row rests on, as a [`Document`]: the base copy for a pending edit, the row
+/// itself for a synced one, `None` for a document the server never saw.
+fn base_copy(conn: &rusqlite::Connection, collection: &str, id: &str) -> Result<Option<Document>> {
+    use rusqlite::OptionalExtension;
+    let Some(doc) = read_document(conn, collection, id)? else {
+        return Ok(None);
+    };
+    let Some(version) = doc.base_version else {
+        return Ok(None);
+    };
+    let (base_data, base_deleted, updated_at): (Option<String>, bool, Option<u64>) = conn
+        .prepare_cached(
+            "SELECT base_data, base_deleted, updated_at FROM fero_documents
+             WHERE collection = ?1 AND id = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([collection, id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(Error::sqlite(format!(
+            "read the base copy of {id:?} in {collection}"
+        )))?
+        .unwrap_or((None, doc.deleted, None));
+    let data = match base_data {
+        Some(text) if doc.locally_modified => {
+            crate::document::parse_json(&text, collection, id, "base data")?
+        }
+        _ => doc.data,
+    };
+    Ok(Some(Document {
+        id: doc.id,
+        sync_id: doc.sync_id.unwrap_or_default(),
+        version,
+        updated_at: fero::Timestamp(updated_at.unwrap_or_default()),
+        deleted: base_deleted,
+        data,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::list_modified_sql;
+
+    #[tokio::test]
+    async fn listing_pending_edits_reads_only_the_pending_index() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan: Vec<String> = store
+            .db()
+            .read("explain", |tx| {
+                let sql = format!("EXPLAIN QUERY PLAN {}", list_modified_sql());
+                let mut stmt = tx.prepare(&sql).unwrap();
+                let rows = stmt
+                    .query_map(["contacts"], |row| row.get::<_, String>(3))
+                    .unwrap()
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .unwrap();
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(
+            plan.contains("USING INDEX fero_documents_pending"),
+            "the pending-edit listing must use the partial index, plan: {plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "no sort step, plan: {plan}");
+    }
+}
