@@ -17,7 +17,8 @@ use crate::store::{append_outbox, read_document};
 pub(crate) struct Page {
     pub(crate) collection: String,
     pub(crate) items: Vec<SyncPayload<Document>>,
-    pub(crate) discard_local: Vec<String>,
+    /// The local edits that lost a conflict, as the engine saw them.
+    pub(crate) discard_local: Vec<LocalDocument>,
     pub(crate) rebase: Vec<Rebase<LocalDocument, Document>>,
     /// The feature and the checkpoint after this page, written with it.
     pub(crate) checkpoint: Option<(FeatureKey, SyncCheckpoint)>,
@@ -61,8 +62,19 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
             _ => {}
         }
     }
-    for id in &page.discard_local {
-        restore_base(conn, collection, id)?;
+    for lost in &page.discard_local {
+        // Only the edit the engine decided on is dropped: an edit made after the engine listed
+        // the modified documents is newer, stays pending, and meets the server's conflict check
+        // on its push, where it is decided with its own event (never dropped silently).
+        let stored = read_document(conn, collection, &lost.id)?;
+        let same_edit = stored.is_some_and(|doc| {
+            doc.locally_modified
+                && doc.mutation_seq == lost.mutation_seq
+                && doc.version == lost.version
+        });
+        if same_edit {
+            restore_base(conn, collection, &lost.id)?;
+        }
     }
     let rebased: HashSet<&str> = page.rebase.iter().map(|r| r.local.id.as_str()).collect();
     let mut seen = HashSet::with_capacity(page.items.len());

@@ -293,7 +293,7 @@ async fn discard_local_drops_the_edit_and_its_outbox_entries_and_writes_the_serv
     store.put(C, "c-0001", json!({"n": "kept"})).await.unwrap();
     let changes = RemoteChanges {
         items: live(vec![doc("c-0000", 3, 2, json!({"n": "theirs"}))]),
-        discard_local: vec!["c-0000".into()],
+        discard_local: vec![store.get(C, "c-0000").await.unwrap().unwrap()],
         rebase: Vec::new(),
     };
     handler
@@ -398,7 +398,7 @@ async fn a_failed_background_apply_rolls_back_discards_and_rebases_too() {
             SyncPayload::new(doc("c-0001", 5, 2, json!({"n": "theirs"}))),
             SyncPayload::new(doc("bad", 6, 1, json!(42))),
         ],
-        discard_local: vec!["c-0001".into()],
+        discard_local: vec![store.get(C, "c-0001").await.unwrap().unwrap()],
         rebase: vec![Rebase {
             local: a,
             server: SyncPayload::new(doc("c-0000", 4, 2, json!({"n": "x"}))),
@@ -421,4 +421,33 @@ async fn a_failed_background_apply_rolls_back_discards_and_rebases_too() {
         .await
         .unwrap();
     assert_eq!(saved, Some(SyncCheckpoint::at(SyncId(2))));
+}
+
+#[tokio::test]
+async fn a_discard_keeps_an_edit_newer_than_the_one_the_engine_decided_on() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let handler = store.sync_handler(C, FakeRemote::new()).unwrap();
+    handler
+        .save_to_local(items(0, 1), &page_context(C, 1, 1))
+        .await
+        .unwrap();
+    let seen = store.put(C, "c-0000", json!({"n": "seen"})).await.unwrap();
+    // Edited again after the engine listed the modified documents.
+    store.put(C, "c-0000", json!({"n": "newer"})).await.unwrap();
+    let changes = RemoteChanges {
+        items: live(vec![doc("c-0000", 3, 2, json!({"n": "theirs"}))]),
+        discard_local: vec![seen],
+        rebase: Vec::new(),
+    };
+    handler
+        .apply_remote_changes(changes, &page_context(C, 2, 3))
+        .await
+        .unwrap();
+    let kept = store.get(C, "c-0000").await.unwrap().unwrap();
+    assert_eq!(kept.data, json!({"n": "newer"}));
+    assert!(
+        kept.locally_modified,
+        "the newer edit stays pending for its own push"
+    );
+    assert_eq!(store.outbox(C).await.unwrap().len(), 2);
 }

@@ -220,8 +220,9 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 settled.push(s);
                 match resolved {
                     Resolved::TakeServer => {
-                        self.modified.remove(&id);
-                        changes.discard_local.push(id);
+                        if let Some(lost) = self.modified.remove(&id) {
+                            changes.discard_local.push(lost);
+                        }
                         changes.items.push(payload);
                     }
                     Resolved::Keep(local) => changes.rebase.push(Rebase {
@@ -433,7 +434,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                         settled.push(s);
                         match resolved {
                             Resolved::TakeServer => {
-                                changes.discard_local.push(conflict.id);
+                                changes.discard_local.push(local.clone());
                                 changes.items.push(server);
                             }
                             Resolved::Keep(kept) => {
@@ -584,12 +585,19 @@ impl<H: BackgroundSyncHandler> BackgroundRunner for TypedBackground<H> {
                 ManualResolution::KeepServer => {
                     match server.clone() {
                         Some(server) => {
-                            changes.discard_local.push(id.clone());
+                            changes.discard_local.push(local.clone());
                             changes.items.push(server);
                         }
                         None => self.discard(key, &id).await?,
                     }
                     ConflictOutcome::ServerKept
+                }
+                ManualResolution::KeepLocal | ManualResolution::Merged(_) if server.is_none() => {
+                    // Nothing to re-base on: the edit would be refused again the same way.
+                    return Err(Error::NothingToRebase {
+                        feature: key.clone(),
+                        id,
+                    });
                 }
                 ManualResolution::KeepLocal => {
                     if let Some(server) = server.clone() {

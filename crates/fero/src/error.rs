@@ -218,6 +218,18 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// A parked conflict has no server state to re-base a kept or merged edit on (the server had
+    /// no such item when it refused the push).
+    #[error(
+        "feature {feature}: the server has no copy of {id:?} to re-base on; resolve it with \
+         ManualResolution::KeepServer (drops the local edit) or recreate it under a new id"
+    )]
+    NothingToRebase {
+        /// The feature.
+        feature: FeatureKey,
+        /// The id.
+        id: String,
+    },
     /// A stored conflict or a manual resolution could not be read as the feature's item type.
     #[error(
         "feature {feature}: item {id:?} does not deserialize as the feature's item type: {message}"
@@ -292,6 +304,7 @@ impl Error {
             | Error::DependencyFailed { feature, .. }
             | Error::UnknownFeature { feature, .. }
             | Error::NotParked { feature, .. }
+            | Error::NothingToRebase { feature, .. }
             | Error::Decode { feature, .. } => Some(feature),
             Error::Disposed | Error::FeaturesFailed { .. } => None,
         }

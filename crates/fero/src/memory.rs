@@ -451,15 +451,26 @@ impl MemoryStore {
         if !state.fail_applies.is_empty() {
             return Err(state.fail_applies.remove(0));
         }
-        let discard: HashSet<&str> = changes.discard_local.iter().map(String::as_str).collect();
+        // The edits that lost, by id and the version the engine saw.
+        let discard: HashMap<&str, Version> = changes
+            .discard_local
+            .iter()
+            .map(|l| (l.id.as_str(), l.version))
+            .collect();
         let mut applied = 0;
         for payload in &changes.items {
             let id = payload.item.id.as_str();
-            let edited = state.docs.get(id).is_some_and(|(d, _)| d.modified);
-            if edited && !discard.contains(id) {
-                // An edit the engine did not see: keep it; its push will conflict (see
-                // RemoteChanges), so the server's state is not lost either.
-                continue;
+            let pending = state
+                .docs
+                .get(id)
+                .filter(|(d, _)| d.modified)
+                .map(|(d, _)| d.version);
+            if let Some(version) = pending {
+                if discard.get(id) != Some(&version) {
+                    // An edit the engine did not see (or newer than the one that lost): keep
+                    // it; its push will conflict (see RemoteChanges), so nothing is lost.
+                    continue;
+                }
             }
             Self::write_server(&mut state, payload);
             applied += 1;

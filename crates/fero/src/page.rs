@@ -133,8 +133,12 @@ pub struct Rebase<L, S> {
 ///
 /// # Contract for the store
 /// - Write every item of `items` (tombstones delete).
-/// - For an id in `discard_local`, a conflict was resolved in the server's favour (an event was
-///   emitted): drop the pending local edit and its outbox entry, and write the server's item.
+/// - Each entry of `discard_local` is a local edit, as the engine saw it, that lost a conflict to
+///   the server (an event was emitted): drop that pending edit and its outbox entry and write the
+///   server's item, but only if the store still holds that same edit (same
+///   [`version`](crate::LocalItem::version)). An edit made after the engine listed the modified
+///   items is newer: keep it; its push will meet the server's conflict check and be decided with
+///   its own event, so it is never dropped silently.
 /// - For any other id of `items` that has a pending local edit, keep the edit: it was made after
 ///   the engine listed the modified items. Its push will carry a stale base version and the server
 ///   will answer with a conflict, which is then resolved, so nothing is lost.
@@ -143,8 +147,8 @@ pub struct Rebase<L, S> {
 pub struct RemoteChanges<L, S> {
     /// Server states to write.
     pub items: Vec<SyncPayload<S>>,
-    /// Ids whose local edit lost a conflict.
-    pub discard_local: Vec<String>,
+    /// Local edits that lost a conflict, as the engine saw them.
+    pub discard_local: Vec<L>,
     /// Local edits that won or were merged, re-based onto the server's version.
     pub rebase: Vec<Rebase<L, S>>,
 }

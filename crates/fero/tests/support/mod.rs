@@ -91,6 +91,7 @@ pub struct Hooked {
     pub inner: MemoryHandler,
     pub after_apply: Option<Hook>,
     pub before_push: Option<Hook>,
+    pub before_fetch: Option<Hook>,
     pushes: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -106,11 +107,16 @@ impl Hooked {
             inner,
             after_apply: None,
             before_push: None,
+            before_fetch: None,
             pushes: Default::default(),
         }
     }
     pub fn after_apply(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
         self.after_apply = Some(Arc::new(hook));
+        self
+    }
+    pub fn before_fetch(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.before_fetch = Some(Arc::new(hook));
         self
     }
     pub fn before_push(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
@@ -156,6 +162,9 @@ impl BackgroundSyncHandler for Hooked {
         cp: Option<&SyncCheckpoint>,
         n: usize,
     ) -> HandlerResult<SyncBatchResult<Record>> {
+        if let Some(hook) = &self.before_fetch {
+            hook(cp.map_or(0, |c| c.last_sync_id.0));
+        }
         self.inner.fetch_remote_changes(cp, n).await
     }
     async fn apply_remote_changes(
