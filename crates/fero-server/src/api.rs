@@ -1,0 +1,395 @@
+//! The HTTP surface: routes, handlers, authentication and the layers around them.
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{self, HeaderName};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fero::{SyncCheckpoint, SyncId};
+use fero_protocol::{
+    Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, ErrorCode, MAX_PAGE_SIZE,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    validate_collection_name,
+};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api_error::{ApiError, JsonBody};
+use crate::cursor;
+use crate::server::Server;
+use crate::user::UserId;
+
+/// The longest item id accepted in a push, in bytes; longer ids are rejected per change.
+pub(crate) const MAX_ID_BYTES: usize = 512;
+
+/// The longest device id of a mutation id, in bytes.
+pub(crate) const MAX_DEVICE_BYTES: usize = 256;
+
+/// How often an idle change stream sends a keep-alive comment by default: often enough that
+/// proxies with a 30 to 60 second idle timeout keep the connection open.
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+struct AppState {
+    server: Server,
+    /// Cancelled when graceful shutdown begins: open change streams end, so that shutdown only
+    /// waits for real requests.
+    streams_stop: CancellationToken,
+}
+
+/// The full router: `/v1` endpoints behind bearer authentication, `/healthz`, and the layers
+/// (trace, compression, JSON errors and protocol header, body limit).
+pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router {
+    let body_limit = server.body_limit();
+    let state = AppState {
+        server,
+        streams_stop,
+    };
+    let v1 = Router::new()
+        .route("/collections/{name}/pull", get(pull_get).post(pull_post))
+        .route("/collections/{name}/push", post(push))
+        .route("/collections/{name}/digest", get(digest))
+        .route("/changes", get(changes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::map_response(finish_response))
+        .layer(CompressionLayer::new())
+        .layer(
+            // One span and one "finished processing request" line per request at INFO, so the
+            // binary's default log level shows the traffic.
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+/// Checks the protocol version header (when sent) and the bearer token, and hands the handler
+/// the token's user. Runs before any body is read.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(version) = request.headers().get(PROTOCOL_HEADER) {
+        let spoken = PROTOCOL_VERSION.to_string();
+        if version.to_str().ok().map(str::trim) != Some(spoken.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {PROTOCOL_VERSION} (header \
+                     `{PROTOCOL_HEADER}: {PROTOCOL_VERSION}`), the request asked for {version:?}"
+                ),
+            ));
+        }
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| {
+            ApiError::unauthorized("send `Authorization: Bearer <token>` with a configured token")
+        })?;
+    let user = state
+        .server
+        .tokens()
+        .user_for(token)
+        .cloned()
+        .ok_or_else(|| ApiError::unauthorized("the bearer token is not one this server knows"))?;
+    request.extensions_mut().insert(Caller(user));
+    Ok(next.run(request).await)
+}
+
+/// The authenticated user of a request.
+#[derive(Clone, Debug)]
+struct Caller(UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("the request was not authenticated"))
+    }
+}
+
+/// A validated collection name from the path.
+#[derive(Debug)]
+struct Collection(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Collection {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid_collection(rejection.body_text()))?;
+        validate_collection_name(&name).map_err(ApiError::invalid_collection)?;
+        Ok(Collection(name))
+    }
+}
+
+/// The query of `GET /v1/collections/{name}/pull`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullQuery {
+    after: Option<u64>,
+    cursor: Option<String>,
+    limit: u32,
+}
+
+async fn pull_get(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Collection(collection): Collection,
+    query: Result<Query<PullQuery>, QueryRejection>,
+) -> Result<Json<PullResponse>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::invalid_request(format!(
+            "bad pull query (expected `limit`, optional `after` and `cursor`): {}",
+            rejection.body_text()
+        ))
+    })?;
+    let checkpoint = SyncCheckpoint {
+        last_sync_id: SyncId(query.after.unwrap_or(0)),
+        updated_at: None,
+        cursor: query.cursor,
+    };
+    pull(&state, &user, &collection, checkpoint, query.limit).await
+}
+
+async fn pull_post(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Collection(collection): Collection,
+    JsonBody(request): JsonBody<PullRequest>,
+) -> Result<Json<PullResponse>, ApiError> {
+    let checkpoint = request.checkpoint.unwrap_or_default();
+    pull(&state, &user, &collection, checkpoint, request.limit).await
+}
+
+/// One page after `from`: the cursor, when present, is the position; otherwise `last_sync_id`.
+async fn pull(
+    state: &AppState,
+    user: &UserId,
+    collection: &str,
+    from: SyncCheckpoint,
+    limit: u32,
+) -> Result<Json<PullResponse>, ApiError> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(ApiError::page_too_large(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
+        )));
+    }
+    let after = match &from.cursor {
+        Some(text) => cursor::decode(text).map_err(ApiError::invalid_cursor)?,
+        None => from.last_sync_id,
+    };
+    let page = state
+        .server
+        .storage()
+        .pull(user, collection, after, limit)
+        .await?;
+    // The checkpoint comes from the rows of the page, which came from one read transaction.
+    let checkpoint = match page.items.last() {
+        Some(last) => SyncCheckpoint::at(last.sync_id).with_updated_at(last.updated_at),
+        None => SyncCheckpoint {
+            last_sync_id: after,
+            updated_at: from.updated_at,
+            cursor: None,
+        },
+    };
+    let cursor = cursor::encode(checkpoint.last_sync_id);
+    Ok(Json(PullResponse {
+        items: page.items,
+        checkpoint: checkpoint.with_cursor(cursor),
+        has_more: page.has_more,
+    }))
+}
+
+/// Why a change cannot be written whatever the stored state, or `None` when it is well formed.
+fn reject_reason(change: &Change) -> Option<(&'static str, String)> {
+    if change.id.is_empty() || change.id.len() > MAX_ID_BYTES {
+        return Some((
+            "invalid_id",
+            format!(
+                "an item id must be 1 to {MAX_ID_BYTES} bytes long, got {}",
+                change.id.len()
+            ),
+        ));
+    }
+    let device = &change.mutation_id.device;
+    if device.is_empty() || device.len() > MAX_DEVICE_BYTES {
+        return Some((
+            "invalid_mutation_id",
+            format!(
+                "a mutation id's device must be 1 to {MAX_DEVICE_BYTES} bytes long, got {}",
+                device.len()
+            ),
+        ));
+    }
+    None
+}
+
+async fn push(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Collection(collection): Collection,
+    JsonBody(request): JsonBody<PushRequest>,
+) -> Result<Json<PushResponse>, ApiError> {
+    let max = usize::try_from(MAX_PAGE_SIZE).unwrap_or(usize::MAX);
+    if request.changes.len() > max {
+        return Err(ApiError::page_too_large(format!(
+            "a push carries at most {MAX_PAGE_SIZE} changes, got {}; push in pages",
+            request.changes.len()
+        )));
+    }
+    // Rejected changes are answered here; the rest go to storage in one transaction, and the
+    // answers are put back in request order.
+    let mut answers: Vec<Option<ChangeResult>> = Vec::with_capacity(request.changes.len());
+    let mut valid = Vec::with_capacity(request.changes.len());
+    for change in request.changes {
+        match reject_reason(&change) {
+            Some((code, message)) => answers.push(Some(ChangeResult {
+                id: change.id,
+                mutation_id: change.mutation_id,
+                outcome: ChangeOutcome::Rejected {
+                    code: code.to_owned(),
+                    message,
+                },
+            })),
+            None => {
+                answers.push(None);
+                valid.push(change);
+            }
+        }
+    }
+    let expected = valid.len();
+    let mut stored = Vec::new();
+    if expected > 0 {
+        let outcome = state
+            .server
+            .storage()
+            .push(&user, &collection, valid)
+            .await?;
+        if outcome.results.len() != expected {
+            tracing::error!(
+                collection,
+                expected,
+                got = outcome.results.len(),
+                "storage answered a push with the wrong number of results"
+            );
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "the server's storage answered the push incompletely; retry the push",
+            ));
+        }
+        if let Some(sync_id) = outcome.last_written {
+            state.server.notifier().publish(
+                &user,
+                ChangeNotice {
+                    collection: collection.clone(),
+                    sync_id,
+                },
+            );
+        }
+        stored = outcome.results;
+    }
+    let mut stored = stored.into_iter();
+    let results = answers
+        .into_iter()
+        .filter_map(|answer| answer.or_else(|| stored.next()))
+        .collect();
+    Ok(Json(PushResponse { results }))
+}
+
+async fn digest(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    Collection(collection): Collection,
+) -> Result<Json<DigestResponse>, ApiError> {
+    let digest = state.server.storage().digest(&user, &collection).await?;
+    Ok(Json(DigestResponse {
+        count: digest.count(),
+        digest: digest.hex(),
+    }))
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> Sse<impl Stream<Item = Result<Event, axum::Error>>> {
+    // Subscribed before the response head is sent: a client that has the head will get a notice
+    // for every later commit.
+    let subscription = state.server.notifier().subscribe(&user);
+    let notices = futures::stream::unfold(subscription, |mut subscription| async move {
+        let notice = subscription.next().await?;
+        Some((notice, subscription))
+    });
+    let events = notices
+        .map(|notice| Event::default().event("change").json_data(notice))
+        .take_until(state.streams_stop.clone().cancelled_owned());
+    Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(state.server.keep_alive())
+            .text("keep-alive"),
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::for_status(StatusCode::NOT_FOUND)
+}
+
+/// Adds the protocol header to every response and turns any error response that is not already
+/// the protocol's JSON error body (axum's 404, 405, a failed extractor) into one.
+async fn finish_response(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(
+        HeaderName::from_static(PROTOCOL_HEADER),
+        HeaderValue::from(PROTOCOL_VERSION),
+    );
+    let failed = parts.status.is_client_error() || parts.status.is_server_error();
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !failed || is_json {
+        return Response::from_parts(parts, body);
+    }
+    let mut fixed = ApiError::for_status(parts.status).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}

@@ -1,0 +1,206 @@
+//! Errors: one narrow enum per operation boundary, and the crate's [`Error`].
+
+use std::path::PathBuf;
+
+use fero::SyncId;
+
+/// A storage backend failed, or refused a pull.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The pull's checkpoint is behind the collection's tombstone purge horizon: rows deleted
+    /// after the checkpoint may be gone, so a page from it could silently miss a deletion.
+    #[error(
+        "collection {collection:?}: checkpoint {checkpoint} is behind the tombstone purge horizon \
+         {horizon}; drop the local copy and its checkpoint and pull again from the beginning"
+    )]
+    ResyncRequired {
+        /// The collection.
+        collection: String,
+        /// The checkpoint the client sent.
+        checkpoint: SyncId,
+        /// The greatest `sync_id` of a purged tombstone.
+        horizon: SyncId,
+    },
+    /// The database could not be opened or its schema not be created.
+    #[error("cannot open the database {path:?}: {source}")]
+    Open {
+        /// The database path (`:memory:` for an in-memory one).
+        path: PathBuf,
+        /// The database's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The PostgreSQL connection URL does not parse.
+    #[error(
+        "the PostgreSQL URL is not valid ({source}); write it as \
+         postgres://user@host:port/database"
+    )]
+    BadUrl {
+        /// The parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// PostgreSQL could not be reached, or refused the connection.
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {source}; check the --db URL and that the \
+         database server is running and accepts this user"
+    )]
+    Connect {
+        /// Where the connection went: `user@host:port/database`, never the password.
+        target: String,
+        /// The client's or the pool's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database's schema cannot be brought to this server's version.
+    #[error("the schema of PostgreSQL database {target} cannot be used: {message}")]
+    Schema {
+        /// The database: `user@host:port/database`.
+        target: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A statement failed.
+    #[error("{operation} in collection {collection:?} failed: {source}")]
+    Database {
+        /// What the storage was doing ("pull", "push", "digest", "purge tombstones", "seed").
+        operation: &'static str,
+        /// The collection (empty when the operation spans all of them).
+        collection: String,
+        /// The database's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored row or push result does not parse: the database was changed outside the server.
+    #[error("collection {collection:?}, row {id:?}: stored data is damaged: {message}")]
+    Corrupt {
+        /// The collection.
+        collection: String,
+        /// The row's id (or the mutation's `device/seq`).
+        id: String,
+        /// What does not parse.
+        message: String,
+    },
+    /// The blocking task that ran the statement panicked or was cancelled.
+    #[error("{operation} in collection {collection:?} did not finish: {message}")]
+    TaskFailed {
+        /// What the storage was doing.
+        operation: &'static str,
+        /// The collection.
+        collection: String,
+        /// Why the task ended.
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// `true` for [`StorageError::ResyncRequired`]: the client must pull from scratch.
+    pub fn is_resync_required(&self) -> bool {
+        matches!(self, StorageError::ResyncRequired { .. })
+    }
+}
+
+/// A token list could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokensError {
+    /// The token file could not be read.
+    #[error("cannot read the token file {path:?}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file is not TOML of the form `[tokens] "secret" = "user"`.
+    #[error(
+        "token file {origin}: {message}; expected `[tokens]` then lines `\"secret-token\" = \"alice\"`"
+    )]
+    Toml {
+        /// The file (or "inline" for a string).
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// An entry of `FERO_TOKENS` is not `token=user`.
+    #[error(
+        "FERO_TOKENS entry {position} ({entry:?}) is not `token=user`; write `tok1=alice,tok2=bob`"
+    )]
+    BadEntry {
+        /// The entry, 1-based.
+        position: usize,
+        /// The entry as written (with the token part hidden).
+        entry: String,
+    },
+    /// A token is empty or holds whitespace or control characters.
+    #[error("the token of user {user:?} is empty or holds whitespace or control characters")]
+    BadToken {
+        /// The user the token is for.
+        user: String,
+    },
+    /// A user name is empty.
+    #[error("a token maps to an empty user name")]
+    EmptyUser,
+    /// One token is given to two different users.
+    #[error("one token is given to both {first:?} and {second:?}; every token must name one user")]
+    Duplicate {
+        /// The user named first.
+        first: String,
+        /// The user named second.
+        second: String,
+    },
+}
+
+/// [`ServerBuilder::build`](crate::ServerBuilder::build) refused its settings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No storage was given.
+    #[error("no storage: call `.storage(SqliteStorage::open(..)?)` on the builder")]
+    MissingStorage,
+    /// No tokens were given, so every request would be refused.
+    #[error("no tokens: call `.tokens(..)` with at least one token, or every request gets 401")]
+    NoTokens,
+    /// The body limit is zero.
+    #[error("body limit must be at least 1 byte, got 0")]
+    ZeroBodyLimit,
+    /// The keep-alive interval of the change stream is zero.
+    #[error("change stream keep-alive interval must be above zero")]
+    ZeroKeepAlive,
+}
+
+/// [`Server::serve`](crate::Server::serve) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Accepting or serving connections failed.
+    #[error("serving HTTP failed: {source}")]
+    Io {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every error of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Tokens could not be read.
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    /// The server's settings were refused.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,183 @@
+//! `fero-server`: the reference sync server as a program.
+//!
+//! ```text
+//! fero-server --db sync.db --listen 127.0.0.1:7700 --tokens tokens.toml
+//! FERO_TOKENS="tok1=alice,tok2=bob" fero-server --db :memory:
+//! fero-server --db postgres://fero@db.internal:5432/fero --tokens tokens.toml
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use fero_server::{
+    DEFAULT_BODY_LIMIT, DEFAULT_POOL_SIZE, PostgresNotifier, PostgresStorage, Server,
+    SqliteStorage, Tokens,
+};
+
+/// Reference server of fero's HTTP sync protocol (docs/protocol.md).
+///
+/// Serves /v1/collections/{name}/pull, /push, /digest, the /v1/changes event stream and
+/// /healthz. Every /v1 request needs `Authorization: Bearer <token>`; each token stands for one
+/// user, and users never see each other's rows. Stops gracefully on Ctrl-C or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "fero-server", version, about, long_about)]
+struct Cli {
+    /// Where rows live: a SQLite database file, created if missing (WAL mode); `:memory:` to
+    /// keep everything in memory until the server stops; or a PostgreSQL URL
+    /// (`postgres://user@host:port/database`), which several fero-server processes may share:
+    /// the schema is created or migrated at start, and change streams hear of pushes handled by
+    /// any of them.
+    #[arg(long, value_name = "PATH|URL", default_value = "fero.db")]
+    db: String,
+
+    /// PostgreSQL connections this process opens at most (with a postgres:// --db).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_POOL_SIZE)]
+    pool_size: usize,
+
+    /// Address and port to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+
+    /// TOML token file: a `[tokens]` table of `"secret-token" = "alice"` lines.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+
+    /// Tokens inline as `tok1=alice,tok2=bob`, added to those of --tokens.
+    #[arg(
+        long = "token-list",
+        value_name = "LIST",
+        env = "FERO_TOKENS",
+        hide_env_values = true
+    )]
+    token_list: Option<String>,
+
+    /// Largest accepted request body in bytes; larger ones get 413 body_too_large.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+
+    let mut tokens = Tokens::new();
+    if let Some(path) = &cli.tokens {
+        tokens.merge(Tokens::load_toml(path)?)?;
+    }
+    if let Some(list) = &cli.token_list {
+        tokens.merge(Tokens::parse_list(list)?)?;
+    }
+    if tokens.is_empty() {
+        anyhow::bail!("no tokens: pass --tokens tokens.toml or set FERO_TOKENS=\"token=user,...\"");
+    }
+
+    let builder = Server::builder().tokens(tokens).body_limit(cli.body_limit);
+    let builder = if is_postgres_url(&cli.db) {
+        let storage = PostgresStorage::builder(&cli.db)
+            .pool_size(cli.pool_size)
+            .connect()
+            .await?;
+        // Connected after the storage, which created the tables its catch-up reads.
+        let notifier = PostgresNotifier::listen(&cli.db).await?;
+        builder.storage(storage).notifier(Arc::new(notifier))
+    } else {
+        builder.storage(SqliteStorage::open(PathBuf::from(&cli.db))?)
+    };
+    let server = builder.build()?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let address = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    // One line on stdout, for scripts and tests that start the server on port 0.
+    println!("fero-server listening on http://{address}");
+    tracing::info!(%address, db = %redact(&cli.db), "serving");
+    server.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `--db` names a PostgreSQL database rather than a SQLite file.
+fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// `--db` for the log: a PostgreSQL URL loses its password.
+fn redact(db: &str) -> String {
+    let Some((scheme, rest)) = db.split_once("://") else {
+        return db.to_owned();
+    };
+    // The last '@' ends the credentials: a password may hold one.
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => db.to_owned(),
+    }
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C; stop the server with SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; stop the server with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_loses_its_password_in_the_log() {
+        assert_eq!(
+            redact("postgres://fero:s3cr@t@db:5432/fero"),
+            "postgres://fero:***@db:5432/fero"
+        );
+        assert_eq!(
+            redact("postgres://fero@db:5432/fero"),
+            "postgres://fero@db:5432/fero"
+        );
+        assert_eq!(redact("sync.db"), "sync.db");
+    }
+
+    #[test]
+    fn only_postgres_urls_select_postgres() {
+        assert!(is_postgres_url("postgres://u@h/d"));
+        assert!(is_postgres_url("postgresql://u@h/d"));
+        assert!(!is_postgres_url("postgres.db"));
+        assert!(!is_postgres_url(":memory:"));
+    }
+}

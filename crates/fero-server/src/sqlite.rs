@@ -1,0 +1,672 @@
+//! [`SqliteStorage`]: the embedded backend (a file or in memory).
+//!
+//! # How it keeps the storage contract
+//! - One writer connection behind a mutex: SQLite has one writer at a time anyway, and every
+//!   write runs in one `BEGIN IMMEDIATE` transaction per request (never per row). The per-user
+//!   counter that hands out `sync_id`s is read and written inside that transaction, so commit
+//!   order is `sync_id` order and a reader paging by `sync_id` can never pass over a row that
+//!   commits later.
+//! - Reads of a file database run on a small pool of reader connections in WAL mode: each pull
+//!   is one read transaction, one snapshot, so a page, its `has_more` and the horizon check agree.
+//!   An in-memory database has a single connection for everything.
+//! - All statements run on tokio's blocking pool (`spawn_blocking`), never on the async worker
+//!   threads, through prepared statements cached per connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fero::{Clock, SyncId, SystemClock, Timestamp, Version};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::StorageError;
+use crate::storage::{
+    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
+};
+use crate::user::UserId;
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rows (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    data       TEXT    NOT NULL,
+    UNIQUE (owner, collection, id)
+);
+CREATE INDEX IF NOT EXISTS rows_feed ON rows (owner, collection, sync_id);
+CREATE TABLE IF NOT EXISTS mutations (
+    owner  TEXT    NOT NULL,
+    device TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    result TEXT    NOT NULL,
+    PRIMARY KEY (owner, device, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    owner TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS horizons (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    PRIMARY KEY (owner, collection)
+) WITHOUT ROWID;
+";
+
+const SELECT_PAGE: &str = "SELECT id, sync_id, version, updated_at, deleted, data FROM rows
+     WHERE owner = ?1 AND collection = ?2 AND sync_id > ?3 ORDER BY sync_id LIMIT ?4";
+const SELECT_ROW: &str = "SELECT id, sync_id, version, updated_at, deleted, data FROM rows
+     WHERE owner = ?1 AND collection = ?2 AND id = ?3";
+const SELECT_HORIZON: &str = "SELECT sync_id FROM horizons WHERE owner = ?1 AND collection = ?2";
+const SELECT_MUTATION: &str =
+    "SELECT result FROM mutations WHERE owner = ?1 AND device = ?2 AND seq = ?3";
+const INSERT_MUTATION: &str =
+    "INSERT INTO mutations (owner, device, seq, result) VALUES (?1, ?2, ?3, ?4)";
+const SELECT_COUNTER: &str = "SELECT value FROM counters WHERE owner = ?1";
+const UPSERT_COUNTER: &str = "INSERT INTO counters (owner, value) VALUES (?1, ?2)
+     ON CONFLICT (owner) DO UPDATE SET value = excluded.value";
+const UPSERT_ROW: &str =
+    "INSERT INTO rows (owner, collection, id, version, sync_id, updated_at, deleted, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (owner, collection, id) DO UPDATE SET version = excluded.version,
+         sync_id = excluded.sync_id, updated_at = excluded.updated_at,
+         deleted = excluded.deleted, data = excluded.data";
+const SEED_ROW: &str =
+    "INSERT INTO rows (owner, collection, id, version, sync_id, updated_at, deleted, data)
+     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
+     ON CONFLICT (owner, collection, id) DO UPDATE SET version = rows.version + 1,
+         sync_id = excluded.sync_id, updated_at = excluded.updated_at,
+         deleted = excluded.deleted, data = excluded.data";
+const SELECT_LIVE: &str =
+    "SELECT id, version FROM rows WHERE owner = ?1 AND collection = ?2 AND deleted = 0";
+const RAISE_HORIZONS: &str = "INSERT INTO horizons (owner, collection, sync_id)
+     SELECT owner, collection, MAX(sync_id) FROM rows WHERE deleted = 1 AND sync_id < ?1
+     GROUP BY owner, collection
+     ON CONFLICT (owner, collection) DO UPDATE SET sync_id = MAX(horizons.sync_id, excluded.sync_id)";
+const DELETE_TOMBSTONES: &str = "DELETE FROM rows WHERE deleted = 1 AND sync_id < ?1";
+
+/// Idle reader connections kept open; more are opened under load and closed afterwards.
+const MAX_IDLE_READERS: usize = 4;
+
+/// How long a statement waits for a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite storage backend.
+///
+/// Cheap to clone (an `Arc` inside); all clones share the connections.
+///
+/// # Examples
+/// ```
+/// use fero_server::{SqliteStorage, Storage, UserId};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let storage = SqliteStorage::open_in_memory()?;
+/// let digest = storage.digest(&UserId::new("alice"), "contacts").await?;
+/// assert_eq!(digest.count(), 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Runs every write, and every read of an in-memory database.
+    writer: Mutex<Connection>,
+    /// Reader connections of a file database; `None` in memory.
+    readers: Option<ReaderPool>,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database file at `path`, in WAL mode; `":memory:"` opens an
+    /// in-memory database instead.
+    ///
+    /// # Errors
+    /// [`StorageError::Open`] when the file cannot be opened or its schema not be created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        SqliteStorage::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// An empty in-memory database, gone when the last clone is dropped.
+    ///
+    /// # Errors
+    /// [`StorageError::Open`] when SQLite cannot create it.
+    pub fn open_in_memory() -> Result<Self, StorageError> {
+        SqliteStorage::open_with_clock(":memory:", Arc::new(SystemClock))
+    }
+
+    /// Like [`open`](Self::open), with the clock that stamps `updated_at` (informational only:
+    /// the feed is ordered by `sync_id`, never by time).
+    ///
+    /// # Errors
+    /// [`StorageError::Open`] when the file cannot be opened or its schema not be created.
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
+        let path = path.as_ref();
+        let in_memory = path == Path::new(":memory:");
+        let open_error = |source: rusqlite::Error| StorageError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        };
+        let writer = if in_memory {
+            Connection::open_in_memory().map_err(open_error)?
+        } else {
+            Connection::open(path).map_err(open_error)?
+        };
+        prepare_writer(&writer, in_memory).map_err(|source| match source {
+            Failure::Sql(source) => open_error(source),
+            other => StorageError::Open {
+                path: path.to_path_buf(),
+                source: other.to_string().into(),
+            },
+        })?;
+        let readers = (!in_memory).then(|| ReaderPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteStorage {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                clock,
+            }),
+        })
+    }
+
+    /// Runs `work` on the blocking pool and names the operation in its error.
+    async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        collection: &str,
+        work: F,
+    ) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, Failure> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        match tokio::task::spawn_blocking(move || work(&inner)).await {
+            Ok(result) => result.map_err(|failure| failure.into_storage(operation, collection)),
+            Err(join) => Err(StorageError::TaskFailed {
+                operation,
+                collection: collection.to_owned(),
+                message: join.to_string(),
+            }),
+        }
+    }
+}
+
+fn prepare_writer(conn: &Connection, in_memory: bool) -> Result<(), Failure> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !in_memory {
+        // WAL lets readers keep their snapshot while the writer commits.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Failure::Setup(format!(
+                "the database refused WAL mode (it stays in {mode:?} mode); use a local file system"
+            )));
+        }
+    }
+    // An acknowledged push must survive a power loss: the client drops its outbox entry on it.
+    conn.execute_batch("PRAGMA synchronous = FULL;")?;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Failure::Setup(format!(
+            "the database has schema version {found}, newer than this server's {SCHEMA_VERSION}; \
+             run a newer fero-server"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))?;
+    Ok(())
+}
+
+/// Locks a connection. A panic while it was held unwound through a `Transaction`, whose drop
+/// rolled back, so the connection is consistent and the poison can be ignored.
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// Runs a read on a reader connection (the writer, in memory).
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let Some(pool) = &self.readers else {
+            return work(&mut lock(&self.writer));
+        };
+        let idle = pool
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&pool.path)?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn.execute_batch("PRAGMA query_only = ON;")?;
+                conn
+            }
+        };
+        let result = work(&mut conn);
+        let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Runs a write in one `BEGIN IMMEDIATE` transaction on the writer connection.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// A failure inside a blocking task, before it knows its operation's name.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("{message}")]
+    Corrupt { id: String, message: String },
+    #[error("checkpoint {checkpoint} is behind the purge horizon {horizon}")]
+    Resync { checkpoint: SyncId, horizon: SyncId },
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Failure {
+    fn into_storage(self, operation: &'static str, collection: &str) -> StorageError {
+        let collection = collection.to_owned();
+        match self {
+            Failure::Sql(source) => StorageError::Database {
+                operation,
+                collection,
+                source: Box::new(source),
+            },
+            Failure::Corrupt { id, message } => StorageError::Corrupt {
+                collection,
+                id,
+                message,
+            },
+            Failure::Resync {
+                checkpoint,
+                horizon,
+            } => StorageError::ResyncRequired {
+                collection,
+                checkpoint,
+                horizon,
+            },
+            Failure::Setup(message) => StorageError::Database {
+                operation,
+                collection,
+                source: message.into(),
+            },
+        }
+    }
+}
+
+fn from_sql(value: i64, id: &str, what: &str) -> Result<u64, Failure> {
+    u64::try_from(value).map_err(|_| Failure::Corrupt {
+        id: id.to_owned(),
+        message: format!("{what} is negative ({value})"),
+    })
+}
+
+/// A row as read from SQLite, before its JSON is parsed.
+struct StoredRow {
+    id: String,
+    sync_id: i64,
+    version: i64,
+    updated_at: i64,
+    deleted: bool,
+    data: String,
+}
+
+impl StoredRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+        Ok(StoredRow {
+            id: row.get(0)?,
+            sync_id: row.get(1)?,
+            version: row.get(2)?,
+            updated_at: row.get(3)?,
+            deleted: row.get(4)?,
+            data: row.get(5)?,
+        })
+    }
+
+    fn into_document(self) -> Result<Document, Failure> {
+        let data = serde_json::from_str(&self.data).map_err(|error| Failure::Corrupt {
+            id: self.id.clone(),
+            message: format!("data is not JSON: {error}"),
+        })?;
+        Ok(Document {
+            sync_id: SyncId(from_sql(self.sync_id, &self.id, "sync_id")?),
+            version: Version(from_sql(self.version, &self.id, "version")?),
+            updated_at: Timestamp(from_sql(self.updated_at, &self.id, "updated_at")?),
+            deleted: self.deleted,
+            data,
+            id: self.id,
+        })
+    }
+}
+
+/// Hands out `sync_id`s from the owner's counter inside one write transaction.
+struct Counter {
+    next: i64,
+    dirty: bool,
+}
+
+impl Counter {
+    fn load(tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<Counter, Failure> {
+        let value: Option<i64> = tx
+            .prepare_cached(SELECT_COUNTER)?
+            .query_row(params![owner], |row| row.get(0))
+            .optional()?;
+        Ok(Counter {
+            next: value.unwrap_or(0),
+            dirty: false,
+        })
+    }
+
+    fn take(&mut self) -> i64 {
+        self.next += 1;
+        self.dirty = true;
+        self.next
+    }
+
+    /// Writes the counter back in the same transaction: the `sync_id`s handed out become visible
+    /// together with the rows that carry them, or not at all.
+    fn store(self, tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<(), Failure> {
+        if self.dirty {
+            tx.prepare_cached(UPSERT_COUNTER)?
+                .execute(params![owner, self.next])?;
+        }
+        Ok(())
+    }
+}
+
+fn push_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: Timestamp,
+    owner: &str,
+    collection: &str,
+    changes: Vec<Change>,
+) -> Result<PushOutcome, Failure> {
+    let mut counter = Counter::load(tx, owner)?;
+    let mut last_written = None;
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let seq = seq_key(change.mutation_id.seq);
+        let replayed: Option<String> = tx
+            .prepare_cached(SELECT_MUTATION)?
+            .query_row(params![owner, change.mutation_id.device, seq], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if let Some(stored) = replayed {
+            let original: ChangeResult =
+                serde_json::from_str(&stored).map_err(|error| Failure::Corrupt {
+                    id: format!("{}/{}", change.mutation_id.device, change.mutation_id.seq),
+                    message: format!("stored push result is not JSON: {error}"),
+                })?;
+            results.push(original);
+            continue;
+        }
+        let current = tx
+            .prepare_cached(SELECT_ROW)?
+            .query_row(params![owner, collection, change.id], StoredRow::read)
+            .optional()?;
+        let current_version = current
+            .as_ref()
+            .map(|row| from_sql(row.version, &row.id, "version"))
+            .transpose()?;
+        if current_version != change.base_version.map(|base| base.0) {
+            let server = current.map(StoredRow::into_document).transpose()?;
+            results.push(ChangeResult {
+                id: change.id,
+                mutation_id: change.mutation_id,
+                outcome: ChangeOutcome::Conflict { server },
+            });
+            continue;
+        }
+        let version = current_version.unwrap_or(0).saturating_add(1);
+        let sync_id = counter.take();
+        // A tombstone keeps the last content it had, so a client can still show what was deleted.
+        let data = match (change.deleted, current) {
+            (true, Some(row)) => row.data,
+            (true, None) => "null".to_owned(),
+            (false, _) => change.data.to_string(),
+        };
+        tx.prepare_cached(UPSERT_ROW)?.execute(params![
+            owner,
+            collection,
+            change.id,
+            to_sql(version),
+            sync_id,
+            to_sql(now.0),
+            change.deleted,
+            data
+        ])?;
+        let sync_id = SyncId(from_sql(sync_id, &change.id, "sync_id")?);
+        let result = ChangeResult {
+            id: change.id,
+            mutation_id: change.mutation_id,
+            outcome: ChangeOutcome::Accepted {
+                version: Version(version),
+                sync_id,
+            },
+        };
+        let stored = serde_json::to_string(&result).map_err(|error| Failure::Corrupt {
+            id: result.id.clone(),
+            message: format!("push result does not serialise: {error}"),
+        })?;
+        tx.prepare_cached(INSERT_MUTATION)?.execute(params![
+            owner,
+            result.mutation_id.device,
+            seq,
+            stored
+        ])?;
+        last_written = Some(sync_id);
+        results.push(result);
+    }
+    counter.store(tx, owner)?;
+    Ok(PushOutcome {
+        results,
+        last_written,
+    })
+}
+
+fn pull_in(
+    conn: &mut Connection,
+    owner: &str,
+    collection: &str,
+    after: SyncId,
+    limit: u32,
+) -> Result<PullPage, Failure> {
+    // One read transaction: the horizon check, the page and `has_more` see one snapshot.
+    let tx = conn.transaction()?;
+    let page = {
+        if after.0 > 0 {
+            let horizon: Option<i64> = tx
+                .prepare_cached(SELECT_HORIZON)?
+                .query_row(params![owner, collection], |row| row.get(0))
+                .optional()?;
+            if let Some(horizon) = horizon {
+                let horizon = SyncId(from_sql(horizon, collection, "horizon")?);
+                if after < horizon {
+                    return Err(Failure::Resync {
+                        checkpoint: after,
+                        horizon,
+                    });
+                }
+            }
+        }
+        let mut statement = tx.prepare_cached(SELECT_PAGE)?;
+        let wanted = i64::from(limit) + 1;
+        let rows = statement.query_map(
+            params![owner, collection, to_sql(after.0), wanted],
+            StoredRow::read,
+        )?;
+        let mut items = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
+        let mut has_more = false;
+        for row in rows {
+            let row = row?;
+            if items.len() == usize::try_from(limit).unwrap_or(usize::MAX) {
+                has_more = true;
+                break;
+            }
+            items.push(row.into_document()?);
+        }
+        PullPage { items, has_more }
+    };
+    tx.commit()?;
+    Ok(page)
+}
+
+fn seed_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: Timestamp,
+    owner: &str,
+    collection: &str,
+    rows: Vec<SeedRow>,
+) -> Result<SeedReport, Failure> {
+    let mut counter = Counter::load(tx, owner)?;
+    let mut report = SeedReport::default();
+    {
+        let mut statement = tx.prepare_cached(SEED_ROW)?;
+        for row in rows {
+            let sync_id = counter.take();
+            statement.execute(params![
+                owner,
+                collection,
+                row.id,
+                sync_id,
+                to_sql(now.0),
+                row.deleted,
+                row.data.to_string()
+            ])?;
+            report.written += 1;
+            report.last_sync_id = Some(SyncId(from_sql(sync_id, &row.id, "sync_id")?));
+        }
+    }
+    counter.store(tx, owner)?;
+    Ok(report)
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn pull(
+        &self,
+        owner: &UserId,
+        collection: &str,
+        after: SyncId,
+        limit: u32,
+    ) -> Result<PullPage, StorageError> {
+        let (owner, name) = (owner.clone(), collection.to_owned());
+        self.run("pull", collection, move |inner| {
+            inner.read(|conn| pull_in(conn, owner.as_str(), &name, after, limit))
+        })
+        .await
+    }
+
+    async fn push(
+        &self,
+        owner: &UserId,
+        collection: &str,
+        changes: Vec<Change>,
+    ) -> Result<PushOutcome, StorageError> {
+        let (owner, name) = (owner.clone(), collection.to_owned());
+        self.run("push", collection, move |inner| {
+            let now = inner.clock.now();
+            inner.write(|tx| push_in(tx, now, owner.as_str(), &name, changes))
+        })
+        .await
+    }
+
+    async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
+        let (owner, name) = (owner.clone(), collection.to_owned());
+        self.run("digest", collection, move |inner| {
+            inner.read(|conn| {
+                let tx = conn.transaction()?;
+                let mut digest = Digest::default();
+                {
+                    let mut statement = tx.prepare_cached(SELECT_LIVE)?;
+                    let mut rows = statement.query(params![owner.as_str(), name])?;
+                    while let Some(row) = rows.next()? {
+                        let id: String = row.get(0)?;
+                        let version = from_sql(row.get(1)?, &id, "version")?;
+                        digest.add(&id, version);
+                    }
+                }
+                tx.commit()?;
+                Ok(digest)
+            })
+        })
+        .await
+    }
+
+    async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
+        self.run("purge tombstones", "", move |inner| {
+            inner.write(|tx| {
+                let before = to_sql(before.0);
+                // The horizon is raised in the same transaction as the delete: no pull can see
+                // the tombstones gone while the horizon still lets it through.
+                let collections = tx
+                    .prepare_cached(RAISE_HORIZONS)?
+                    .execute(params![before])?;
+                let purged = tx
+                    .prepare_cached(DELETE_TOMBSTONES)?
+                    .execute(params![before])?;
+                Ok(PurgeReport {
+                    purged: purged as u64,
+                    collections: collections as u64,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn seed(
+        &self,
+        owner: &UserId,
+        collection: &str,
+        rows: Vec<SeedRow>,
+    ) -> Result<SeedReport, StorageError> {
+        let (owner, name) = (owner.clone(), collection.to_owned());
+        self.run("seed", collection, move |inner| {
+            let now = inner.clock.now();
+            inner.write(|tx| seed_in(tx, now, owner.as_str(), &name, rows))
+        })
+        .await
+    }
+}

@@ -1,0 +1,744 @@
+//! The storage test suite, written once for every backend.
+//!
+//! Each function takes a fresh, empty storage, exercises one clause of the
+//! [`Storage`] contract and panics (with a message naming the broken clause) when the backend
+//! breaks it. [`storage_suite_tests!`](crate::storage_suite_tests) turns the whole suite into
+//! `#[tokio::test]`s for a backend:
+//!
+//! ```no_run
+//! // tests/storage_suite_sqlite.rs; tests/storage_suite_postgres.rs looks the same, with
+//! // `optional` before the factory so that it skips when no PostgreSQL server is configured.
+//! fero_server::storage_suite_tests!(|| async {
+//!     let storage = fero_server::SqliteStorage::open_in_memory()?;
+//!     Ok::<_, fero_server::StorageError>((storage, ()))
+//! });
+//! # fn main() {}
+//! ```
+//! The factory returns the storage and a guard kept alive for the test (a temporary directory,
+//! say).
+
+use std::sync::Arc;
+
+use fero::{SyncId, Version};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, Document, MutationId};
+use serde_json::json;
+
+use crate::error::StorageError;
+use crate::storage::{SeedRow, Storage};
+use crate::user::UserId;
+
+/// A change on `base` with mutation id `device/seq`.
+fn change(id: &str, base: Option<u64>, device: &str, seq: u64, data: serde_json::Value) -> Change {
+    Change {
+        id: id.to_owned(),
+        base_version: base.map(Version),
+        mutation_id: MutationId::new(device, seq),
+        deleted: false,
+        data,
+    }
+}
+
+fn deletion(id: &str, base: u64, device: &str, seq: u64) -> Change {
+    Change {
+        deleted: true,
+        ..change(id, Some(base), device, seq, serde_json::Value::Null)
+    }
+}
+
+/// The version and `sync_id` of an accepted result.
+#[track_caller]
+fn accepted(result: &ChangeResult) -> (Version, SyncId) {
+    match &result.outcome {
+        ChangeOutcome::Accepted { version, sync_id } => (*version, *sync_id),
+        other => panic!(
+            "change {:?} should have been accepted, got {other:?}",
+            result.id
+        ),
+    }
+}
+
+/// The server row of a conflict result.
+#[track_caller]
+fn conflict(result: &ChangeResult) -> Option<&Document> {
+    match &result.outcome {
+        ChangeOutcome::Conflict { server } => server.as_ref(),
+        other => panic!(
+            "change {:?} should have conflicted, got {other:?}",
+            result.id
+        ),
+    }
+}
+
+/// Every row of `collection` after `after`, paging by `limit`.
+async fn pull_all<S: Storage + ?Sized>(
+    storage: &S,
+    owner: &UserId,
+    collection: &str,
+    limit: u32,
+) -> Result<Vec<Document>, StorageError> {
+    let mut rows = Vec::new();
+    let mut after = SyncId(0);
+    loop {
+        let page = storage.pull(owner, collection, after, limit).await?;
+        if let Some(last) = page.items.last() {
+            after = last.sync_id;
+        }
+        rows.extend(page.items);
+        if !page.has_more {
+            return Ok(rows);
+        }
+    }
+}
+
+/// Pushed rows come back from a pull with their content, version 1, in `sync_id` order.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn pushed_rows_are_pulled_back_in_sync_id_order<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let changes = (0..5)
+        .map(|i| change(&format!("c{i}"), None, "d1", i + 1, json!({ "n": i })))
+        .collect();
+    let outcome = storage.push(&alice, "contacts", changes).await?;
+    assert_eq!(outcome.results.len(), 5, "one result per change");
+    let written: Vec<SyncId> = outcome.results.iter().map(|r| accepted(r).1).collect();
+    assert!(
+        written.windows(2).all(|w| w[0] < w[1]),
+        "sync_ids must increase in push order: {written:?}"
+    );
+    assert_eq!(outcome.last_written, written.last().copied());
+    let page = storage.pull(&alice, "contacts", SyncId(0), 100).await?;
+    assert!(!page.has_more);
+    let ids: Vec<&str> = page.items.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["c0", "c1", "c2", "c3", "c4"]);
+    for (i, document) in page.items.iter().enumerate() {
+        assert_eq!(document.version, Version(1));
+        assert_eq!(document.data, json!({ "n": i }));
+        assert!(!document.deleted);
+        assert!(document.updated_at.0 > 0, "updated_at must be stamped");
+    }
+    Ok(())
+}
+
+/// Every accepted write raises the version by one and takes a new, greater `sync_id`.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn each_accepted_write_raises_the_version_by_one<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let mut base = None;
+    let mut last_sync_id = SyncId(0);
+    for seq in 1..=4 {
+        let outcome = storage
+            .push(
+                &alice,
+                "notes",
+                vec![change("n", base, "d1", seq, json!({ "rev": seq }))],
+            )
+            .await?;
+        let (version, sync_id) = accepted(&outcome.results[0]);
+        assert_eq!(version, Version(seq), "version after {seq} writes");
+        assert!(sync_id > last_sync_id, "each write takes a greater sync_id");
+        last_sync_id = sync_id;
+        base = Some(version.0);
+    }
+    let rows = pull_all(&storage, &alice, "notes", 10).await?;
+    assert_eq!(rows.len(), 1, "a row appears once, at its latest state");
+    assert_eq!(
+        (rows[0].version, rows[0].sync_id),
+        (Version(4), last_sync_id)
+    );
+    assert_eq!(rows[0].data, json!({ "rev": 4 }));
+    Ok(())
+}
+
+/// A change on a stale base version is not written; the answer carries the current row.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_stale_base_version_is_a_conflict_carrying_the_current_row<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "a", 1, json!("v1"))],
+        )
+        .await?;
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", Some(1), "a", 2, json!("v2"))],
+        )
+        .await?;
+    let outcome = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", Some(1), "b", 1, json!("from b"))],
+        )
+        .await?;
+    let server = conflict(&outcome.results[0]).expect("the conflict carries the stored row");
+    assert_eq!((server.version, &server.data), (Version(2), &json!("v2")));
+    assert_eq!(outcome.last_written, None, "a conflict writes nothing");
+    let rows = pull_all(&storage, &alice, "notes", 10).await?;
+    assert_eq!(rows[0].data, json!("v2"), "the stored row is unchanged");
+    let missing = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("ghost", Some(3), "b", 2, json!("x"))],
+        )
+        .await?;
+    assert_eq!(
+        conflict(&missing.results[0]),
+        None,
+        "an update of a missing row conflicts with nothing"
+    );
+    Ok(())
+}
+
+/// Creating (no base version) an id that exists, tombstone included, is a conflict.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn creating_an_existing_id_is_a_conflict<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "a", 1, json!("first"))],
+        )
+        .await?;
+    let outcome = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "b", 1, json!("second"))],
+        )
+        .await?;
+    let server = conflict(&outcome.results[0]).expect("the conflict carries the stored row");
+    assert_eq!(server.data, json!("first"));
+    storage
+        .push(&alice, "notes", vec![deletion("n", 1, "a", 2)])
+        .await?;
+    let outcome = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "b", 2, json!("third"))],
+        )
+        .await?;
+    let server = conflict(&outcome.results[0]).expect("a tombstone is a stored row");
+    assert!(server.deleted);
+    Ok(())
+}
+
+/// A replayed mutation (same device and sequence number) gets its original answer, even though
+/// its base version is stale by now, and writes nothing.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_replayed_mutation_gets_its_original_answer<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let create = change("n", None, "phone", 7, json!("v1"));
+    let first = storage.push(&alice, "notes", vec![create.clone()]).await?;
+    let (version, sync_id) = accepted(&first.results[0]);
+    // The response was lost; the phone replays the same change, whose base (None) is now stale.
+    let replay = storage.push(&alice, "notes", vec![create]).await?;
+    assert_eq!(
+        replay.results, first.results,
+        "a replay gets the original answer"
+    );
+    assert_eq!(replay.last_written, None, "a replay writes nothing");
+    let rows = pull_all(&storage, &alice, "notes", 10).await?;
+    assert_eq!((rows[0].version, rows[0].sync_id), (version, sync_id));
+    // The same for an update whose base went stale through its own acceptance.
+    let update = change("n", Some(1), "phone", 8, json!("v2"));
+    let first = storage.push(&alice, "notes", vec![update.clone()]).await?;
+    let replay = storage.push(&alice, "notes", vec![update]).await?;
+    assert_eq!(replay.results, first.results);
+    assert_eq!(accepted(&replay.results[0]).0, Version(2));
+    Ok(())
+}
+
+/// A conflict writes nothing and is not recorded: the same mutation id may be resent on the
+/// server's current version and is then accepted.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_conflicted_mutation_can_be_resent_on_a_new_base<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    storage
+        .push(&alice, "notes", vec![change("n", None, "a", 1, json!("a"))])
+        .await?;
+    let stale = storage
+        .push(&alice, "notes", vec![change("n", None, "b", 1, json!("b"))])
+        .await?;
+    let server = conflict(&stale.results[0]).expect("conflict with the stored row");
+    let rebased = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", Some(server.version.0), "b", 1, json!("b"))],
+        )
+        .await?;
+    assert_eq!(accepted(&rebased.results[0]).0, Version(2));
+    Ok(())
+}
+
+/// A deletion keeps the row as a tombstone with its last data, a new version and a new
+/// `sync_id`, pulled like any change and left out of the digest.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_deletion_is_a_tombstone_with_a_new_version_and_sync_id<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let created = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "a", 1, json!({ "t": "keep me" }))],
+        )
+        .await?;
+    let (_, created_at) = accepted(&created.results[0]);
+    let deleted = storage
+        .push(&alice, "notes", vec![deletion("n", 1, "a", 2)])
+        .await?;
+    let (version, sync_id) = accepted(&deleted.results[0]);
+    assert_eq!(version, Version(2));
+    assert!(sync_id > created_at);
+    let page = storage.pull(&alice, "notes", created_at, 10).await?;
+    assert_eq!(
+        page.items.len(),
+        1,
+        "the tombstone is in the feed after the create"
+    );
+    let tombstone = &page.items[0];
+    assert!(tombstone.deleted);
+    assert_eq!((tombstone.version, tombstone.sync_id), (version, sync_id));
+    assert_eq!(
+        tombstone.data,
+        json!({ "t": "keep me" }),
+        "a tombstone keeps its last data"
+    );
+    assert_eq!(storage.digest(&alice, "notes").await?.count(), 0);
+    let revived = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", Some(2), "a", 3, json!({ "t": "back" }))],
+        )
+        .await?;
+    assert_eq!(
+        accepted(&revived.results[0]).0,
+        Version(3),
+        "a tombstone can be written on"
+    );
+    Ok(())
+}
+
+/// Two owners with the same ids never see, overwrite or conflict with each other's rows.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn owners_never_see_or_conflict_with_each_others_rows<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let (alice, bob) = (UserId::new("alice"), UserId::new("bob"));
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("same", None, "d", 1, json!("alice's"))],
+        )
+        .await?;
+    let bobs = storage
+        .push(
+            &bob,
+            "notes",
+            vec![change("same", None, "d", 1, json!("bob's"))],
+        )
+        .await?;
+    assert_eq!(
+        accepted(&bobs.results[0]).0,
+        Version(1),
+        "same id and mutation id under two users"
+    );
+    let onto_alices = storage
+        .push(
+            &bob,
+            "notes",
+            vec![change("only-alice", Some(1), "d", 2, json!("x"))],
+        )
+        .await?;
+    assert_eq!(
+        conflict(&onto_alices.results[0]),
+        None,
+        "bob cannot see alice's row"
+    );
+    let alices = pull_all(&storage, &alice, "notes", 10).await?;
+    let bobs = pull_all(&storage, &bob, "notes", 10).await?;
+    assert_eq!(alices.len(), 1);
+    assert_eq!(alices[0].data, json!("alice's"));
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].data, json!("bob's"));
+    assert_eq!(storage.digest(&alice, "notes").await?.count(), 1);
+    assert_eq!(
+        storage
+            .digest(&UserId::new("carol"), "notes")
+            .await?
+            .count(),
+        0
+    );
+    Ok(())
+}
+
+/// Collections have separate feeds and digests.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn collections_do_not_share_rows<S: Storage>(storage: S) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    storage
+        .push(
+            &alice,
+            "contacts",
+            vec![change("x", None, "d", 1, json!(1))],
+        )
+        .await?;
+    storage
+        .push(&alice, "notes", vec![change("x", None, "d", 2, json!(2))])
+        .await?;
+    let contacts = pull_all(&storage, &alice, "contacts", 10).await?;
+    let notes = pull_all(&storage, &alice, "notes", 10).await?;
+    assert_eq!((contacts.len(), notes.len()), (1, 1));
+    assert_eq!((&contacts[0].data, &notes[0].data), (&json!(1), &json!(2)));
+    Ok(())
+}
+
+/// Pages follow each other without a gap or a repeat; `has_more` is true exactly when rows
+/// remain (a last page of exactly `limit` rows says `false`).
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn pages_follow_each_other_without_gap_or_repeat<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let rows = (0..30)
+        .map(|i| SeedRow::new(format!("r{i:02}"), json!(i)))
+        .collect();
+    storage.seed(&alice, "items", rows).await?;
+    let mut after = SyncId(0);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = storage.pull(&alice, "items", after, 10).await?;
+        pages += 1;
+        assert!(page.items.len() <= 10);
+        seen.extend(page.items.iter().map(|d| d.id.clone()));
+        after = page.items.last().map_or(after, |d| d.sync_id);
+        if !page.has_more {
+            break;
+        }
+        assert!(pages < 10, "has_more never turned false");
+    }
+    assert_eq!(
+        pages, 3,
+        "30 rows by 10: the third page is full and has_more is false"
+    );
+    let expected: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(seen, expected);
+    let empty = storage.pull(&alice, "items", after, 10).await?;
+    assert!(empty.items.is_empty() && !empty.has_more);
+    Ok(())
+}
+
+/// Seeded rows take consecutive `sync_id`s after earlier writes, version 1 when new.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn seeded_rows_take_consecutive_sync_ids<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let first = storage
+        .seed(&alice, "items", vec![SeedRow::new("a", json!(1))])
+        .await?;
+    let second = storage
+        .seed(
+            &alice,
+            "items",
+            vec![SeedRow::new("b", json!(2)), SeedRow::new("a", json!(3))],
+        )
+        .await?;
+    assert_eq!(second.written, 2);
+    let first_id = first.last_sync_id.expect("a row was written").0;
+    assert_eq!(second.last_sync_id, Some(SyncId(first_id + 2)));
+    let rows = pull_all(&storage, &alice, "items", 10).await?;
+    let shape: Vec<(&str, u64)> = rows.iter().map(|d| (d.id.as_str(), d.version.0)).collect();
+    assert_eq!(
+        shape,
+        [("b", 1), ("a", 2)],
+        "a re-seeded row is a new version at the end"
+    );
+    Ok(())
+}
+
+/// The digest counts live rows by `(id, version)`, tombstones excluded.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn the_digest_covers_live_rows_only<S: Storage>(storage: S) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let changes = vec![
+        change("a", None, "d", 1, json!(1)),
+        change("b", None, "d", 2, json!(2)),
+        change("c", None, "d", 3, json!(3)),
+    ];
+    storage.push(&alice, "items", changes).await?;
+    storage
+        .push(
+            &alice,
+            "items",
+            vec![change("b", Some(1), "d", 4, json!(22))],
+        )
+        .await?;
+    storage
+        .push(&alice, "items", vec![deletion("c", 1, "d", 5)])
+        .await?;
+    let mut expected = fero_protocol::Digest::default();
+    expected.add("a", 1);
+    expected.add("b", 2);
+    assert_eq!(storage.digest(&alice, "items").await?, expected);
+    Ok(())
+}
+
+/// Purging removes tombstones below the bound, and a pull from a position above 0 and below the
+/// horizon fails with `ResyncRequired`; from 0 or at the horizon it succeeds.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn purging_tombstones_sets_a_horizon<S: Storage>(storage: S) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let rows = (0..4)
+        .map(|i| SeedRow::new(format!("r{i}"), json!(i)))
+        .collect();
+    storage.seed(&alice, "items", rows).await?; // sync_ids 1..=4
+    let gone = storage
+        .push(&alice, "items", vec![deletion("r1", 1, "d", 1)])
+        .await?;
+    let (_, tombstone_at) = accepted(&gone.results[0]);
+    let after = storage
+        .push(&alice, "items", vec![change("r5", None, "d", 2, json!(5))])
+        .await?;
+    let (_, last) = accepted(&after.results[0]);
+    let report = storage.purge_tombstones(SyncId(tombstone_at.0 + 1)).await?;
+    assert_eq!((report.purged, report.collections), (1, 1));
+    let behind = storage.pull(&alice, "items", SyncId(2), 10).await;
+    match behind {
+        Err(StorageError::ResyncRequired {
+            horizon,
+            checkpoint,
+            ..
+        }) => {
+            assert_eq!((horizon, checkpoint), (tombstone_at, SyncId(2)));
+        }
+        other => panic!("a checkpoint behind the horizon must get ResyncRequired, got {other:?}"),
+    }
+    let fresh = pull_all(&storage, &alice, "items", 10).await?;
+    assert_eq!(
+        fresh.len(),
+        4,
+        "from scratch: the live rows, tombstone gone"
+    );
+    assert!(fresh.iter().all(|d| !d.deleted));
+    let at_horizon = storage.pull(&alice, "items", tombstone_at, 10).await?;
+    assert_eq!(
+        at_horizon
+            .items
+            .iter()
+            .map(|d| d.sync_id)
+            .collect::<Vec<_>>(),
+        [last]
+    );
+    let other_owner = storage
+        .pull(&UserId::new("bob"), "items", SyncId(2), 10)
+        .await?;
+    assert!(
+        other_owner.items.is_empty(),
+        "horizons are per user and collection"
+    );
+    Ok(())
+}
+
+/// Several pushes on one base at the same moment: exactly one is accepted, the others
+/// conflict with it.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn concurrent_pushes_on_one_base_accept_exactly_one<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let storage = Arc::new(storage);
+    let alice = UserId::new("alice");
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("n", None, "seed", 1, json!(0))],
+        )
+        .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for device in 0..8u64 {
+        let (storage, alice) = (Arc::clone(&storage), alice.clone());
+        tasks.spawn(async move {
+            let name = format!("device-{device}");
+            storage
+                .push(
+                    &alice,
+                    "notes",
+                    vec![change("n", Some(1), &name, 1, json!(device))],
+                )
+                .await
+        });
+    }
+    let mut accepted_count = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.map_err(|error| StorageError::TaskFailed {
+            operation: "push",
+            collection: "notes".into(),
+            message: error.to_string(),
+        })??;
+        match &outcome.results[0].outcome {
+            ChangeOutcome::Accepted { version, .. } => {
+                assert_eq!(*version, Version(2));
+                accepted_count += 1;
+            }
+            ChangeOutcome::Conflict { server } => {
+                let server = server.as_ref().expect("the winner's row");
+                assert_eq!(server.version, Version(2));
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(accepted_count, 1, "exactly one push on base 1 may win");
+    Ok(())
+}
+
+/// Generates one `#[tokio::test]` per function of [`storage_suite`](crate::storage_suite).
+///
+/// The argument is a factory: `|| async { Ok((storage, guard)) }` with an error type that
+/// converts into `Box<dyn Error + Send + Sync>`; `guard` is kept alive until the test ends.
+///
+/// For a backend that needs a service which may be missing (a PostgreSQL server), write
+/// `storage_suite_tests!(optional || async { Ok(Some((storage, guard))) })`: a factory that
+/// answers `Ok(None)` makes each test return early (the factory prints why).
+#[macro_export]
+macro_rules! storage_suite_tests {
+    (@names $mode:ident $make:expr) => {
+        $crate::storage_suite_tests!(@tests $mode $make;
+            pushed_rows_are_pulled_back_in_sync_id_order,
+            each_accepted_write_raises_the_version_by_one,
+            a_stale_base_version_is_a_conflict_carrying_the_current_row,
+            creating_an_existing_id_is_a_conflict,
+            a_replayed_mutation_gets_its_original_answer,
+            a_conflicted_mutation_can_be_resent_on_a_new_base,
+            a_deletion_is_a_tombstone_with_a_new_version_and_sync_id,
+            owners_never_see_or_conflict_with_each_others_rows,
+            collections_do_not_share_rows,
+            pages_follow_each_other_without_gap_or_repeat,
+            seeded_rows_take_consecutive_sync_ids,
+            the_digest_covers_live_rows_only,
+            purging_tombstones_sets_a_horizon,
+            concurrent_pushes_on_one_base_accept_exactly_one,
+        );
+    };
+    (@tests required $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> ::std::result::Result<(), ::std::boxed::Box<dyn ::std::error::Error + Send + Sync>> {
+                let (storage, _guard) = ($make)().await?;
+                $crate::storage_suite::$name(storage).await?;
+                Ok(())
+            }
+        )*
+    };
+    (@tests optional $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> ::std::result::Result<(), ::std::boxed::Box<dyn ::std::error::Error + Send + Sync>> {
+                let ::std::option::Option::Some((storage, _guard)) = ($make)().await? else {
+                    return Ok(());
+                };
+                $crate::storage_suite::$name(storage).await?;
+                Ok(())
+            }
+        )*
+    };
+    (optional $make:expr) => {
+        $crate::storage_suite_tests!(@names optional $make);
+    };
+    ($make:expr) => {
+        $crate::storage_suite_tests!(@names required $make);
+    };
+}

@@ -1,0 +1,53 @@
+//! The shared storage suite (`fero_server::storage_suite`) against SQLite, in memory and on a
+//! file in WAL mode (where reads run on their own connections).
+
+mod in_memory {
+    fero_server::storage_suite_tests!(|| async {
+        let storage = fero_server::SqliteStorage::open_in_memory()?;
+        Ok::<_, fero_server::StorageError>((storage, ()))
+    });
+}
+
+mod on_a_file {
+    fero_server::storage_suite_tests!(|| async {
+        let dir = tempfile::tempdir()?;
+        let storage = fero_server::SqliteStorage::open(dir.path().join("sync.db"))?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((storage, dir))
+    });
+}
+
+#[tokio::test]
+async fn a_file_database_keeps_its_rows_across_a_reopen() -> Result<(), Box<dyn std::error::Error>>
+{
+    use fero::SyncId;
+    use fero_server::{SeedRow, SqliteStorage, Storage, UserId};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sync.db");
+    let alice = UserId::new("alice");
+    {
+        let storage = SqliteStorage::open(&path)?;
+        storage
+            .seed(
+                &alice,
+                "items",
+                vec![SeedRow::new("a", serde_json::json!(1))],
+            )
+            .await?;
+    }
+    let storage = SqliteStorage::open(&path)?;
+    let report = storage
+        .seed(
+            &alice,
+            "items",
+            vec![SeedRow::new("b", serde_json::json!(2))],
+        )
+        .await?;
+    assert_eq!(
+        report.last_sync_id,
+        Some(SyncId(2)),
+        "the counter survived the reopen"
+    );
+    let page = storage.pull(&alice, "items", SyncId(0), 10).await?;
+    assert_eq!(page.items.len(), 2);
+    Ok(())
+}
