@@ -1,0 +1,95 @@
+//! A real `fero-server` on a loopback port, on a runtime of its own so that a test can crash it
+//! (every task and socket dropped at once) and start it again on the same database file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fero_server::{SeedRow, Server, SqliteStorage, Tokens, UserId};
+
+/// `token=user` pairs every test server accepts: two devices of alice, one of bob.
+pub(crate) const TOKENS: &str = "alice-phone=alice,alice-laptop=alice,bob-phone=bob";
+
+/// A running server. Dropping it crashes it.
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) server: Server,
+    db: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a server on a new port with the database file `db`.
+    pub(crate) fn start(db: &Path) -> TestServer {
+        Self::start_at(db, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts a server at `addr` (port 0 for a new port) with the database file `db`.
+    pub(crate) fn start_at(db: &Path, addr: SocketAddr) -> TestServer {
+        let storage = SqliteStorage::open(db).unwrap();
+        let server = Server::builder()
+            .storage(storage)
+            .tokens(Tokens::parse_list(TOKENS).unwrap())
+            .keep_alive(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        // std's bind sets SO_REUSEADDR on Unix, so a restarted server gets its old port back.
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let serving = server.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            serving
+                .serve(listener, std::future::pending())
+                .await
+                .unwrap();
+        });
+        TestServer {
+            addr,
+            server,
+            db: db.to_owned(),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The base URL.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Crashes the server: its tasks and sockets are dropped without finishing anything.
+    pub(crate) fn crash(mut self) -> (PathBuf, SocketAddr) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        (self.db.clone(), self.addr)
+    }
+
+    /// Writes `n` rows `{prefix}-{i}` for `user` straight into storage.
+    pub(crate) async fn seed(&self, user: &str, collection: &str, prefix: &str, n: usize) {
+        let rows = (0..n).map(|i| {
+            SeedRow::new(
+                format!("{prefix}-{i:05}"),
+                serde_json::json!({ "name": format!("{prefix} {i}"), "email": "ada@example.com" }),
+            )
+        });
+        self.server
+            .seed(&UserId::new(user), collection, rows, 1_000)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
