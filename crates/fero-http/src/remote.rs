@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fero::{BackoffStrategy, ExponentialBackoff, RandomSource, SeededRandom};
 use fero_protocol::{
-    DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest,
-    PushResponse, Remote, RemoteError, RemoteErrorKind, validate_collection_name,
+    COLLECTION_HEADER, DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
+    PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
+    validate_collection_name,
 };
 use reqwest::header::{
     ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName,
@@ -461,6 +462,7 @@ impl HttpRemote {
             return Err(from_status(collection, call, status, retry_after, &body));
         }
         check_version(collection, call, response.headers())?;
+        check_collection(collection, call, response.headers())?;
         let body = self
             .read_body(collection, call, response, self.inner.max_response_bytes)
             .await?;
@@ -592,6 +594,30 @@ pub(crate) fn check_version(
         format!(
             "the server speaks fero protocol {version:?} and this client speaks \
              {PROTOCOL_VERSION}: upgrade the client or point it at a matching server"
+        ),
+    ))
+}
+
+/// An answer that names another collection than the one asked for is refused before it is used
+/// (an absent header is accepted: other servers need not send it).
+pub(crate) fn check_collection(
+    collection: &str,
+    call: Call,
+    headers: &HeaderMap,
+) -> Result<(), RemoteError> {
+    let Some(value) = headers.get(COLLECTION_HEADER) else {
+        return Ok(());
+    };
+    let named = value.to_str().unwrap_or("");
+    if named == collection {
+        return Ok(());
+    }
+    Err(protocol(
+        collection,
+        call,
+        format!(
+            "the server answered for collection {named:?}: a proxy or the server routed the \
+             request wrong; nothing of the answer was used"
         ),
     ))
 }

@@ -63,6 +63,17 @@ async fn scripted_pull(Path(name): Path<String>) -> Response {
                 .insert("fero-protocol", "2".parse().unwrap());
             response
         }
+        "misrouted" => {
+            let mut response = json(
+                200,
+                json!({ "items": [], "checkpoint": { "last_sync_id": 10 }, "has_more": false }),
+            );
+            response.headers_mut().insert(
+                fero_protocol::COLLECTION_HEADER,
+                "messages".parse().unwrap(),
+            );
+            response
+        }
         "backwards" => json(
             200,
             json!({ "items": [], "checkpoint": { "last_sync_id": 3 }, "has_more": false }),
@@ -242,4 +253,15 @@ async fn an_empty_push_needs_no_round_trip() {
         .unwrap();
     assert!(response.results.is_empty());
     assert_eq!(remote.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn an_answer_for_another_collection_is_refused_before_it_is_used() {
+    let addr = scripted_server().await;
+    let error = remote(addr, "token")
+        .pull("misrouted", &from_ten())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, RemoteErrorKind::Protocol, "{error}");
+    assert!(error.message.contains("\"messages\""), "{error}");
 }

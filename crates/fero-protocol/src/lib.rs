@@ -36,7 +36,7 @@ pub use digest::{Digest, row_digest};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, RemoteError, RemoteErrorKind};
 pub use remote::Remote;
 pub use types::{
-    Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, Document,
+    COLLECTION_HEADER, Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, Document,
     MAX_COLLECTION_NAME, MAX_PAGE_SIZE, MutationId, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
     PullResponse, PushRequest, PushResponse, validate_collection_name,
 };

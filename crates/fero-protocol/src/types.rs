@@ -10,6 +10,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The header that carries the protocol version on requests and responses.
 pub const PROTOCOL_HEADER: &str = "fero-protocol";
 
+/// The header with which a server names the collection an answer belongs to (pull, push and
+/// digest), so a client can refuse an answer meant for another collection (a misrouting proxy or
+/// a server bug) before using it.
+pub const COLLECTION_HEADER: &str = "fero-collection";
+
 /// The largest page a server hands out; a larger `limit` is refused with
 /// [`ErrorCode::PageTooLarge`](crate::ErrorCode::PageTooLarge) rather than silently cut, so a
 /// client never mistakes a short page for the end.

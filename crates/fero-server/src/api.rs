@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, handlers, authentication and the layers around them.
 
+use fero_protocol::COLLECTION_HEADER;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -56,10 +57,13 @@ pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router 
         server,
         streams_stop,
     };
-    let v1 = Router::new()
+    let collections = Router::new()
         .route("/collections/{name}/pull", get(pull_get).post(pull_post))
         .route("/collections/{name}/push", post(push))
         .route("/collections/{name}/digest", get(digest))
+        .route_layer(middleware::from_fn(name_the_collection));
+    let v1 = Router::new()
+        .merge(collections)
         .route("/changes", get(changes))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -189,6 +193,23 @@ async fn pull_post(
 ) -> Result<Json<PullResponse>, ApiError> {
     let checkpoint = request.checkpoint.unwrap_or_default();
     pull(&state, &user, &collection, checkpoint, request.limit).await
+}
+
+/// Names the collection of the path on the answer ([`COLLECTION_HEADER`]), so a client can refuse an
+/// answer meant for another collection.
+async fn name_the_collection(
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if let Some(value) = params
+        .get("name")
+        .and_then(|name| axum::http::HeaderValue::from_str(name).ok())
+    {
+        response.headers_mut().insert(COLLECTION_HEADER, value);
+    }
+    response
 }
 
 /// One page after `from`: the cursor, when present, is the position; otherwise `last_sync_id`.

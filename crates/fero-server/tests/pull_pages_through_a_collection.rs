@@ -159,3 +159,34 @@ async fn an_update_moves_a_row_behind_the_checkpoint_into_the_next_page() {
         ("a", 2)
     );
 }
+
+#[tokio::test]
+async fn every_collection_answer_names_its_collection() {
+    let router = server().router();
+    let cases = [
+        (
+            Method::POST,
+            "/v1/collections/items/pull",
+            Some(json!({ "limit": 10 })),
+        ),
+        (Method::GET, "/v1/collections/items/pull?limit=10", None),
+        (
+            Method::POST,
+            "/v1/collections/items/push",
+            Some(json!({ "changes": [] })),
+        ),
+        (Method::GET, "/v1/collections/items/digest", None),
+    ];
+    for (method, uri, body) in cases {
+        let answer = call(&router, method.clone(), uri, Some(ALICE), body).await;
+        assert_eq!(answer.status, 200, "{method} {uri}: {answer:?}");
+        assert_eq!(
+            answer
+                .headers
+                .get(fero_protocol::COLLECTION_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("items"),
+            "{method} {uri}"
+        );
+    }
+}
