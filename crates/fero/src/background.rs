@@ -449,18 +449,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                             }
                         }
                     }
-                    if !changes.is_empty() {
-                        let context = ApplyContext::new(key.clone(), SyncKind::Background, None, 0);
-                        handler
-                            .apply_remote_changes(changes, &context)
-                            .await
-                            .map_err(|source| Error::Handler {
-                                feature: key.clone(),
-                                operation: Operation::Apply,
-                                attempts: 1,
-                                source,
-                            })?;
-                    }
+                    apply_outside_pull(handler, key, changes).await?;
                     counts.conflicts += settled.len() as u64;
                     resolver.publish(settled).await?;
                 }
@@ -515,6 +504,29 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             only = Some(repush.into_keys().collect());
         }
     }
+}
+
+/// Applies conflict outcomes found outside a pull (during a push, or resolved by the app): no
+/// checkpoint goes with them.
+async fn apply_outside_pull<H: BackgroundSyncHandler>(
+    handler: &H,
+    key: &FeatureKey,
+    changes: RemoteChanges<H::Local, H::Server>,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let context = ApplyContext::new(key.clone(), SyncKind::Background, None, 0);
+    handler
+        .apply_remote_changes(changes, &context)
+        .await
+        .map(drop)
+        .map_err(|source| Error::Handler {
+            feature: key.clone(),
+            operation: Operation::Apply,
+            attempts: 1,
+            source,
+        })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -619,18 +631,7 @@ impl<H: BackgroundSyncHandler> BackgroundRunner for TypedBackground<H> {
                     ConflictOutcome::Merged
                 }
             };
-            if !changes.is_empty() {
-                let context = ApplyContext::new(key.clone(), SyncKind::Background, None, 0);
-                handler
-                    .apply_remote_changes(changes, &context)
-                    .await
-                    .map_err(|source| Error::Handler {
-                        feature: key.clone(),
-                        operation: Operation::Apply,
-                        attempts: 1,
-                        source,
-                    })?;
-            }
+            apply_outside_pull(handler, key, changes).await?;
             inner
                 .repo_call(key, inner.repo.remove_parked_conflict(key, &id))
                 .await?;
