@@ -34,7 +34,10 @@ fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
 
 /// A conflict's outcome before its apply succeeded: the event and the record to write after.
 struct Settled {
-    event: ConflictEvent,
+    /// `None` when nobody subscribed to events as the conflict was settled: the event would be
+    /// dropped unseen, and building its two JSON values was over half of a conflict's cost (W3).
+    /// A subscriber that joins later misses it, as it misses every event sent before it joined.
+    event: Option<ConflictEvent>,
     parked: Option<ParkedConflict>,
 }
 
@@ -99,6 +102,14 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
         outcome: ConflictOutcome,
         resolved: &Resolved<H::Local>,
     ) -> Settled {
+        let is_parked = matches!(resolved, Resolved::Park(_));
+        let listening = self.inner.has_event_subscribers();
+        if !is_parked && !listening {
+            return Settled {
+                event: None,
+                parked: None,
+            };
+        }
         let local_json = to_json(local);
         let server_json = server.map_or(serde_json::Value::Null, |s| to_json(&s.item));
         let server_version = server.map(|s| s.item.version());
@@ -118,7 +129,7 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
             _ => None,
         };
         Settled {
-            event: ConflictEvent {
+            event: listening.then(|| ConflictEvent {
                 feature: self.key.clone(),
                 id: local.id().to_owned(),
                 phase,
@@ -129,7 +140,7 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
                 local: local_json,
                 server: server_json,
                 server_deleted,
-            },
+            }),
             parked,
         }
     }
@@ -142,7 +153,9 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
                     .repo_call(self.key, self.inner.repo.park_conflict(parked))
                     .await?;
             }
-            self.inner.emit(SyncEvent::ConflictResolved(s.event));
+            if let Some(event) = s.event {
+                self.inner.emit(SyncEvent::ConflictResolved(event));
+            }
         }
         Ok(())
     }
@@ -152,8 +165,14 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
 struct BackgroundApply<'a, H: BackgroundSyncHandler> {
     resolver: Resolver<'a, H>,
     handler: &'a H,
-    /// Local edits, listed once per cycle.
-    modified: HashMap<String, H::Local>,
+    run: &'a RunCtx,
+    settings: &'a FeatureSettings,
+    /// Local edits, listed once per cycle when the first non-empty page arrives: a cycle with
+    /// nothing new on the server does not read them for its pull (its push reads them anyway;
+    /// listing them twice was 40% of a 200k-item push, W2). Listing before that page is applied
+    /// keeps `RemoteChanges`' contract: an edit the engine did not list was made after the
+    /// listing.
+    modified: Option<HashMap<String, H::Local>>,
     /// Ids with a parked conflict: left alone until the app resolves them.
     parked: HashSet<String>,
     conflicts: u64,
@@ -173,7 +192,28 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 attempts: 1,
                 source,
             };
-            if self.modified.is_empty() && self.parked.is_empty() {
+            let modified = match self.modified.take() {
+                Some(modified) => modified,
+                None => {
+                    let handler = self.handler;
+                    self.resolver
+                        .inner
+                        .attempt(
+                            self.run,
+                            key,
+                            Operation::ListModified,
+                            self.settings,
+                            true,
+                            || handler.get_locally_modified(),
+                        )
+                        .await?
+                        .into_iter()
+                        .map(|l| (l.id().to_owned(), l))
+                        .collect()
+                }
+            };
+            let modified = self.modified.insert(modified);
+            if modified.is_empty() && self.parked.is_empty() {
                 // Nothing local to protect: the page goes through untouched.
                 return self
                     .handler
@@ -191,7 +231,7 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 let id = payload.item.id();
                 if self.parked.contains(id) {
                     // Still parked: keep the newest server state beside it.
-                    if let Some(local) = self.modified.get(id) {
+                    if let Some(local) = modified.get(id) {
                         let resolved = Resolved::Park("still waiting for the app".into());
                         settled.push(self.resolver.settle(
                             local,
@@ -203,7 +243,7 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                     }
                     continue;
                 }
-                let Some(local) = self.modified.get(id) else {
+                let Some(local) = modified.get(id) else {
                     changes.items.push(payload);
                     continue;
                 };
@@ -220,7 +260,7 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 settled.push(s);
                 match resolved {
                     Resolved::TakeServer => {
-                        if let Some(lost) = self.modified.remove(&id) {
+                        if let Some(lost) = modified.remove(&id) {
                             changes.discard_local.push(lost);
                         }
                         changes.items.push(payload);
@@ -306,12 +346,6 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             .into_iter()
             .map(|p| p.id)
             .collect();
-        let modified: HashMap<String, H::Local> = self
-            .list_modified(inner, run, key, settings)
-            .await?
-            .into_iter()
-            .map(|l| (l.id().to_owned(), l))
-            .collect();
         let resolver = Resolver {
             inner,
             handler,
@@ -321,7 +355,9 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
         let mut applier = BackgroundApply {
             resolver,
             handler,
-            modified,
+            run,
+            settings,
+            modified: None,
             parked,
             conflicts: 0,
         };
@@ -645,7 +681,9 @@ impl<H: BackgroundSyncHandler> BackgroundRunner for TypedBackground<H> {
             let resolved = Resolved::<H::Local>::TakeServer;
             let mut settled =
                 resolver.settle(&local, server.as_ref(), parked.phase, outcome, &resolved);
-            settled.event.server_version = parked.server_version.or(settled.event.server_version);
+            if let Some(event) = settled.event.as_mut() {
+                event.server_version = parked.server_version.or(event.server_version);
+            }
             resolver.publish(vec![settled]).await?;
             Ok(outcome)
         })

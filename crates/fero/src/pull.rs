@@ -58,7 +58,11 @@ pub(crate) fn validate<S: ServerItem>(
             });
         }
     }
-    let mut seen = HashSet::with_capacity(page.items.len());
+    // std's SipHash made this check 99% of the engine's own cost in a 1M-item initial sync (6%
+    // of all instructions); FxHash is a fraction of that. It is not collision resistant, but a
+    // page is capped at `batch_size` ids, so a hostile server's worst case stays bounded.
+    let mut seen: HashSet<&str, rustc_hash::FxBuildHasher> =
+        HashSet::with_capacity_and_hasher(page.items.len(), rustc_hash::FxBuildHasher);
     for payload in &page.items {
         let id = payload.item.id();
         if id.is_empty() {

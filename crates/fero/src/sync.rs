@@ -126,6 +126,13 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// `true` while someone holds an event stream: an event built for nobody is skipped.
+    pub(crate) fn has_event_subscribers(&self) -> bool {
+        lock(&self.events)
+            .as_ref()
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
     pub(crate) fn emit(&self, event: SyncEvent) {
         if let Some(sender) = lock(&self.events).as_ref() {
             // No subscriber is not an error: events are for whoever listens.

@@ -25,7 +25,9 @@ async fn an_edit_made_during_the_pull_survives_the_discard_of_the_edit_that_lost
     let editor = store.clone();
     let armed = Arc::new(AtomicBool::new(false));
     let fire = armed.clone();
-    let handler = Hooked::new(store.handler(remote.clone())).before_fetch(move |_| {
+    // The edit lands after the engine listed the local edits and decided the page, just before
+    // the store applies it (the engine lists them when the first page with items arrives).
+    let handler = Hooked::new(store.handler(remote.clone())).before_apply(move |_| {
         if fire.swap(false, Ordering::SeqCst) {
             editor.put("x", json!("newer, made while the pull was in flight"));
         }

@@ -92,6 +92,7 @@ pub struct Hooked {
     pub after_apply: Option<Hook>,
     pub before_push: Option<Hook>,
     pub before_fetch: Option<Hook>,
+    pub before_apply: Option<Hook>,
     pushes: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -108,6 +109,7 @@ impl Hooked {
             after_apply: None,
             before_push: None,
             before_fetch: None,
+            before_apply: None,
             pushes: Default::default(),
         }
     }
@@ -117,6 +119,10 @@ impl Hooked {
     }
     pub fn before_fetch(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
         self.before_fetch = Some(Arc::new(hook));
+        self
+    }
+    pub fn before_apply(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.before_apply = Some(Arc::new(hook));
         self
     }
     pub fn before_push(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
@@ -172,6 +178,9 @@ impl BackgroundSyncHandler for Hooked {
         changes: RemoteChanges<LocalRecord, Record>,
         cx: &ApplyContext,
     ) -> HandlerResult<ApplyResult> {
+        if let Some(hook) = &self.before_apply {
+            hook(cx.page);
+        }
         let r = self.inner.apply_remote_changes(changes, cx).await;
         if let (Ok(_), Some(hook)) = (&r, &self.after_apply) {
             hook(cx.page);
