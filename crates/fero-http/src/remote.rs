@@ -107,6 +107,7 @@ pub struct HttpRemoteBuilder {
     stream_idle_timeout: Duration,
     reconnect_backoff: Option<Arc<dyn BackoffStrategy>>,
     seed: Option<u64>,
+    compression: bool,
 }
 
 impl fmt::Debug for HttpRemoteBuilder {
@@ -122,6 +123,7 @@ impl fmt::Debug for HttpRemoteBuilder {
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("reconnect_backoff", &self.reconnect_backoff)
             .field("seed", &self.seed)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +177,14 @@ impl HttpRemoteBuilder {
     /// the stream with the last error.
     pub fn reconnect_backoff(mut self, backoff: impl BackoffStrategy) -> Self {
         self.reconnect_backoff = Some(Arc::new(backoff));
+        self
+    }
+
+    /// Whether to ask for compressed answers (zstd or gzip; on by default). Over a slow or
+    /// metered network compression saves most of the bytes; on loopback or a fast LAN it only
+    /// costs CPU on both ends, so turn it off there.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
         self
     }
 
@@ -255,6 +265,11 @@ impl HttpRemoteBuilder {
                 client,
                 base,
                 request_timeout: self.request_timeout,
+                accept_encoding: if self.compression {
+                    "zstd, gzip"
+                } else {
+                    "identity"
+                },
                 max_response_bytes: self.max_response_bytes,
                 stream_idle_timeout: self.stream_idle_timeout,
                 reconnect_backoff,
@@ -293,6 +308,8 @@ pub(crate) struct Inner {
     pub(crate) client: reqwest::Client,
     pub(crate) base: Url,
     pub(crate) request_timeout: Duration,
+    /// `zstd, gzip`, or `identity` with compression off.
+    pub(crate) accept_encoding: &'static str,
     pub(crate) max_response_bytes: usize,
     pub(crate) stream_idle_timeout: Duration,
     pub(crate) reconnect_backoff: Arc<dyn BackoffStrategy>,
@@ -363,6 +380,7 @@ impl HttpRemote {
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             reconnect_backoff: None,
             seed: None,
+            compression: true,
         }
     }
 
@@ -436,7 +454,7 @@ impl HttpRemote {
             .request(method, url)
             .timeout(timeout)
             .header(ACCEPT, "application/json")
-            .header(ACCEPT_ENCODING, "zstd, gzip");
+            .header(ACCEPT_ENCODING, self.inner.accept_encoding);
         let body_len = body.as_ref().map_or(0, Vec::len);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);

@@ -171,3 +171,35 @@ async fn an_answer_over_the_size_limit_is_refused_compressed_or_not() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_compression_off_the_client_asks_for_identity_and_counts_plain_bytes() {
+    // Answers 200 only to a request that asks for no compression.
+    let plain = |headers: HeaderMap| async move {
+        let encoding = headers.get("accept-encoding").and_then(|v| v.to_str().ok());
+        if encoding == Some("identity") {
+            json(200, serde_json::to_value(page(50)).unwrap())
+        } else {
+            json(
+                400,
+                json!({ "error": { "code": "invalid_request", "message": format!("{encoding:?}") } }),
+            )
+        }
+    };
+    let addr = serve(Router::new().route("/v1/collections/{name}/pull", post(plain))).await;
+    let remote = fero_http::HttpRemote::builder(format!("http://{addr}"), "s3cret")
+        .compression(false)
+        .build()
+        .unwrap();
+    let request = PullRequest {
+        checkpoint: None,
+        limit: 100,
+    };
+    assert_eq!(remote.pull("plain", &request).await.unwrap(), page(50));
+    let stats = remote.stats();
+    assert!(stats.bytes_received > 0);
+    assert_eq!(
+        stats.bytes_received, stats.bytes_decoded,
+        "nothing was compressed"
+    );
+}

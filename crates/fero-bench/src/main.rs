@@ -1,0 +1,171 @@
+//! The benchmark program: `fero-bench <workload> [--n N] [--batch B] [--runs R]`, or `all`.
+//!
+//! With `--n`, the workload runs in this process (`--runs` times, median reported) and prints its
+//! JSON line. Without it (and for `all`), every default size runs as `--runs` fresh child
+//! processes of this binary, one run each: each line's peak RSS is that measurement's alone (the
+//! highest of its runs), its time the median run's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fero_bench::end_to_end::{self, ClientOptions, ServeOptions};
+use fero_bench::{BenchLine, RunOptions, Workload};
+
+#[derive(Debug, Parser)]
+#[command(about = "fero's benchmark workloads (bench-spec.md); one JSON line per measurement")]
+struct Cli {
+    /// W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, or all.
+    workload: String,
+    /// Items (N or M); without it, every default size runs, each in a fresh process.
+    #[arg(long)]
+    n: Option<u64>,
+    /// Page size.
+    #[arg(long, default_value_t = fero::DEFAULT_BATCH_SIZE)]
+    batch: usize,
+    /// Runs per measurement (the median is reported); default 3 in process, 1 end to end.
+    #[arg(long)]
+    runs: Option<u32>,
+}
+
+/// The reference server role, started by W4–W6 (not for direct use).
+#[derive(Debug, Parser)]
+struct ServeCli {
+    /// The server's SQLite file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Items to seed before listening.
+    #[arg(long)]
+    n: u64,
+}
+
+/// W5's client role (not for direct use).
+#[derive(Debug, Parser)]
+struct ClientCli {
+    /// The server's base URL.
+    #[arg(long)]
+    url: String,
+    /// The client's SQLite file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Page size.
+    #[arg(long)]
+    batch: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        Some(end_to_end::SERVE_ROLE) => {
+            let cli = ServeCli::parse_from(std::env::args().skip(1));
+            return Ok(end_to_end::serve(&ServeOptions {
+                db: cli.db,
+                n: cli.n,
+            })?);
+        }
+        Some(end_to_end::CLIENT_ROLE) => {
+            let cli = ClientCli::parse_from(std::env::args().skip(1));
+            return Ok(end_to_end::client(&ClientOptions {
+                url: cli.url,
+                db: cli.db,
+                batch: cli.batch,
+            })?);
+        }
+        _ => {}
+    }
+    let cli = Cli::parse();
+    let schedule: Vec<(Workload, u64)> = if cli.workload.eq_ignore_ascii_case("all") {
+        if cli.n.is_some() {
+            bail!("`all` runs the default sizes; give --n with one workload instead");
+        }
+        fero_bench::default_schedule()
+    } else {
+        let workload = Workload::parse(&cli.workload).with_context(|| {
+            format!(
+                "unknown workload {:?}: use one of W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, all",
+                cli.workload
+            )
+        })?;
+        if let Some(n) = cli.n {
+            let options = RunOptions::new(n)
+                .batch(cli.batch)
+                .runs(cli.runs.unwrap_or(workload.default_runs()));
+            let measured = fero_bench::run(workload, options)?;
+            println!("{}", measured.line.to_json());
+            return Ok(());
+        }
+        workload
+            .default_sizes()
+            .iter()
+            .map(|&n| (workload, n))
+            .collect()
+    };
+    run_children(&schedule, cli.batch, cli.runs)
+}
+
+/// Runs each measurement as `runs` child processes of this binary (one run each, so every run
+/// starts from a fresh heap), and prints the median run's line with the highest peak RSS of them.
+fn run_children(
+    schedule: &[(Workload, u64)],
+    batch: usize,
+    runs: Option<u32>,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path to re-run it")?;
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for &(workload, n) in schedule {
+        let runs = runs.unwrap_or(workload.default_runs()).max(1);
+        let mut lines = Vec::new();
+        for _ in 0..runs {
+            match run_child(&exe, workload, n, batch) {
+                Ok(line) => lines.push(line),
+                Err(error) => {
+                    eprintln!("{workload} at n = {n} failed: {error:#}");
+                    failed.push(format!("{workload} n={n}"));
+                    break;
+                }
+            }
+        }
+        if lines.len() < runs as usize {
+            continue;
+        }
+        let peak_rss_mb = lines.iter().map(|l| l.peak_rss_mb).fold(0.0, f64::max);
+        lines.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let mut median = lines.swap_remove(lines.len() / 2);
+        median.peak_rss_mb = peak_rss_mb;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", median.to_json())?;
+        out.flush()?;
+    }
+    eprintln!(
+        "{} measurement(s) in {:.1} s",
+        schedule.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// One run of `workload` at `n` in a child process; its JSON line.
+fn run_child(exe: &Path, workload: Workload, n: u64, batch: usize) -> anyhow::Result<BenchLine> {
+    let output = Command::new(exe)
+        .args([workload.name(), "--n", &n.to_string()])
+        .args(["--batch", &batch.to_string(), "--runs", "1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    if !output.status.success() {
+        bail!("the child exited with {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .context("the child printed no JSON line")?;
+    serde_json::from_str(line).with_context(|| format!("unreadable JSON line {line:?}"))
+}
