@@ -338,13 +338,7 @@ impl Inner {
             feature: key.clone(),
             resumed_from,
         });
-        self.set_status(key, |s| {
-            s.phase = SyncPhase::Running {
-                kind: SyncKind::Initial,
-            };
-            s.pages = 0;
-            s.items = 0;
-        });
+        self.mark_running(key, SyncKind::Initial);
         let started = tokio::time::Instant::now();
         let span = tracing::info_span!("fero.feature", feature = %key, kind = "initial");
         let result = async {
@@ -367,13 +361,7 @@ impl Inner {
         .await;
         match result {
             Ok(counts) => {
-                let now = self.clock.now();
-                self.set_status(key, |s| {
-                    s.phase = SyncPhase::Completed;
-                    s.initial = InitialSyncState::Completed;
-                    s.last_error = None;
-                    s.last_success = Some(now);
-                });
+                self.mark_completed(key, SyncKind::Initial);
                 self.emit(SyncEvent::InitialSyncCompleted {
                     feature: key.clone(),
                     pages: counts.pages,
@@ -386,6 +374,26 @@ impl Inner {
         }
     }
 
+    fn mark_running(&self, key: &FeatureKey, kind: SyncKind) {
+        self.set_status(key, |s| {
+            s.phase = SyncPhase::Running { kind };
+            s.pages = 0;
+            s.items = 0;
+        });
+    }
+
+    fn mark_completed(&self, key: &FeatureKey, kind: SyncKind) {
+        let now = self.clock.now();
+        self.set_status(key, |s| {
+            s.phase = SyncPhase::Completed;
+            if kind == SyncKind::Initial {
+                s.initial = InitialSyncState::Completed;
+            }
+            s.last_error = None;
+            s.last_success = Some(now);
+        });
+    }
+
     /// One feature's background cycle, with its events and status.
     async fn background_one(&self, run: &RunCtx, node: usize) -> FeatureResult {
         let feature = &self.background[node];
@@ -393,13 +401,7 @@ impl Inner {
         self.emit(SyncEvent::BackgroundSyncStarted {
             feature: key.clone(),
         });
-        self.set_status(key, |s| {
-            s.phase = SyncPhase::Running {
-                kind: SyncKind::Background,
-            };
-            s.pages = 0;
-            s.items = 0;
-        });
+        self.mark_running(key, SyncKind::Background);
         let started = tokio::time::Instant::now();
         let span = tracing::info_span!("fero.feature", feature = %key, kind = "background");
         let result = async {
@@ -417,12 +419,7 @@ impl Inner {
         self.refresh_counts(key).await;
         match result {
             Ok(counts) => {
-                let now = self.clock.now();
-                self.set_status(key, |s| {
-                    s.phase = SyncPhase::Completed;
-                    s.last_error = None;
-                    s.last_success = Some(now);
-                });
+                self.mark_completed(key, SyncKind::Background);
                 self.emit(SyncEvent::BackgroundSyncCompleted {
                     feature: key.clone(),
                     pulled: counts.pulled,
