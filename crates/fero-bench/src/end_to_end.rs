@@ -17,7 +17,7 @@ use fero_http::HttpRemote;
 use fero_protocol::{
     DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse, Remote, RemoteError,
 };
-use fero_server::{SeedRow, Server, SqliteStorage, Tokens, UserId};
+use fero_server::{PostgresStorage, SeedRow, Server, SqliteStorage, Storage, Tokens, UserId};
 use fero_sqlite::SqliteStore;
 
 use crate::data::{BenchItem, item_id};
@@ -34,6 +34,23 @@ const COLLECTION: &str = "items";
 /// The bearer token of the one user, on loopback only.
 const TOKEN: &str = "bench-token";
 const USER: &str = "bench";
+
+/// Set to a `postgres://` URL, W4-W6 run the reference server on that PostgreSQL database instead
+/// of a fresh SQLite file. Each run seeds a user of its own (`bench-<pid>-<time>`), so runs never
+/// see each other's rows; the rows stay in the database afterwards: use a database for benchmarks
+/// only.
+pub const SERVER_DB_VAR: &str = "FERO_BENCH_SERVER_DB";
+
+/// Where the server of a run keeps its rows: the PostgreSQL URL of [`SERVER_DB_VAR`], or
+/// `sqlite_file`.
+fn server_db(sqlite_file: PathBuf) -> PathBuf {
+    match std::env::var(SERVER_DB_VAR) {
+        Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            PathBuf::from(url)
+        }
+        _ => sqlite_file,
+    }
+}
 /// Rows per seeding transaction on the server.
 const SEED_PAGE: usize = 1_000;
 /// W6's measured rounds; the median is the reported latency.
@@ -42,7 +59,7 @@ const W6_ROUNDS: usize = 25;
 /// What the server child does: seed `n` items into `db`, then serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// The server's SQLite file (created).
+    /// The server's SQLite file (created), or a `postgres://` URL (see [`SERVER_DB_VAR`]).
     pub db: PathBuf,
     /// Items to seed.
     pub n: u64,
@@ -91,16 +108,37 @@ pub fn serve(options: &ServeOptions) -> Result<(), BenchError> {
     const W: &str = "server";
     let runtime = multi_thread_runtime(W)?;
     runtime.block_on(async {
-        let storage = SqliteStorage::open(&options.db).map_err(|source| BenchError::Server {
-            source: source.into(),
-        })?;
-        let tokens = Tokens::parse_list(&format!("{TOKEN}={USER}")).map_err(|source| {
+        let db = options.db.to_string_lossy().into_owned();
+        let postgres = db.starts_with("postgres://") || db.starts_with("postgresql://");
+        let storage: std::sync::Arc<dyn Storage> = if postgres {
+            std::sync::Arc::new(PostgresStorage::connect(&db).await.map_err(|source| {
+                BenchError::Server {
+                    source: source.into(),
+                }
+            })?)
+        } else {
+            std::sync::Arc::new(SqliteStorage::open(&options.db).map_err(|source| {
+                BenchError::Server {
+                    source: source.into(),
+                }
+            })?)
+        };
+        // On a shared PostgreSQL database each run is a user of its own: a fresh collection.
+        let user = if postgres {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{USER}-{}-{nanos}", std::process::id())
+        } else {
+            USER.to_owned()
+        };
+        let tokens = Tokens::parse_list(&format!("{TOKEN}={user}")).map_err(|source| {
             BenchError::Server {
                 source: source.into(),
             }
         })?;
         let server = Server::builder()
-            .storage(storage)
+            .storage_arc(storage)
             .tokens(tokens)
             .build()
             .map_err(|source| BenchError::Server {
@@ -108,7 +146,7 @@ pub fn serve(options: &ServeOptions) -> Result<(), BenchError> {
             })?;
         server
             .seed(
-                &UserId::new(USER),
+                &UserId::new(user.as_str()),
                 COLLECTION,
                 (1..=options.n).map(seed_row),
                 SEED_PAGE,
@@ -234,7 +272,7 @@ fn store_error(workload: &'static str) -> impl Fn(fero_sqlite::Error) -> BenchEr
 pub(crate) fn end_to_end(program: &Path, n: u64, batch: usize) -> Result<Sample, BenchError> {
     const W: &str = "W4";
     let dir = temp_dir(W)?;
-    let server = ServerProcess::start(program, &dir.path().join("server.db"), n)?;
+    let server = ServerProcess::start(program, &server_db(dir.path().join("server.db")), n)?;
     let runtime = multi_thread_runtime(W)?;
     runtime.block_on(async {
         let store = SqliteStore::open(dir.path().join("client.db"))
@@ -507,7 +545,7 @@ impl ClientRun {
 pub(crate) fn resume(program: &Path, n: u64, batch: usize) -> Result<Sample, BenchError> {
     const W: &str = "W5";
     let dir = temp_dir(W)?;
-    let server = ServerProcess::start(program, &dir.path().join("server.db"), n)?;
+    let server = ServerProcess::start(program, &server_db(dir.path().join("server.db")), n)?;
     let db = dir.path().join("client.db");
     let started = Instant::now();
     let mut first = ClientRun::start(program, &server.url, &db, batch)?;
@@ -540,7 +578,7 @@ pub(crate) fn resume(program: &Path, n: u64, batch: usize) -> Result<Sample, Ben
 pub(crate) fn round_latency(program: &Path, n: u64, batch: usize) -> Result<Sample, BenchError> {
     const W: &str = "W6";
     let dir = temp_dir(W)?;
-    let server = ServerProcess::start(program, &dir.path().join("server.db"), n)?;
+    let server = ServerProcess::start(program, &server_db(dir.path().join("server.db")), n)?;
     let runtime = multi_thread_runtime(W)?;
     runtime.block_on(async {
         let store = SqliteStore::open(dir.path().join("client.db"))
