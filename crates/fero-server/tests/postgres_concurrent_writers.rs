@@ -12,18 +12,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use fero::{RandomSource, SeededRandom, SyncCheckpoint};
-use fero_protocol::{Change, ChangeOutcome};
 use fero_server::{PostgresStorage, Server};
-use serde_json::json;
 use support::postgres::TestDatabase;
-use support::{ALICE, change, deletion, pull, push};
+use support::{ALICE, Writer, pull};
 
 const WRITERS: u64 = 8;
 const READERS: usize = 2;
@@ -37,7 +34,7 @@ const PAGE: u32 = 5;
 const MAX_READER_PULLS: usize = 200_000;
 
 /// What a client or the server holds for one id: `(version, deleted)`.
-type State = HashMap<String, (u64, bool)>;
+type State = support::Truth;
 
 fn seed() -> u64 {
     let seed = std::env::var("FERO_TEST_SEED")
@@ -88,46 +85,10 @@ async fn run(database: &TestDatabase, naive: bool, seed: u64) -> Outcome {
         let truth = Arc::clone(&truth);
         let mut random = SeededRandom::new(seed ^ (writer + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         writers.spawn(async move {
-            let device = format!("writer-{writer}");
-            let mut seq = 0;
-            // What this writer believes the server holds; corrected by conflicts.
-            let mut known: HashMap<String, Option<u64>> = HashMap::new();
+            let mut writer = Writer::new(writer);
             for _ in 0..PUSHES_PER_WRITER {
-                let mut changes: Vec<Change> = Vec::new();
-                for _ in 0..=(random.next_u64() % 3) {
-                    let id = format!("item-{:02}", random.next_u64() % IDS);
-                    if changes.iter().any(|c| c.id == id) {
-                        continue;
-                    }
-                    seq += 1;
-                    let base = known.get(&id).copied().flatten();
-                    let delete = base.is_some() && random.next_u64() % 8 == 0;
-                    changes.push(match base {
-                        Some(version) if delete => deletion(&id, version, &device, seq),
-                        base => {
-                            change(&id, base, &device, seq, json!({ "by": writer, "seq": seq }))
-                        }
-                    });
-                }
-                let deletions: Vec<bool> = changes.iter().map(|c| c.deleted).collect();
-                let results = push(&router, ALICE, "items", changes).await;
-                assert_eq!(results.len(), deletions.len(), "one result per change");
-                for (result, deleted) in results.into_iter().zip(deletions) {
-                    match result.outcome {
-                        ChangeOutcome::Accepted { version, .. } => {
-                            known.insert(result.id.clone(), Some(version.0));
-                            let mut truth = truth.lock().unwrap();
-                            let entry = truth.entry(result.id).or_insert((0, false));
-                            if version.0 > entry.0 {
-                                *entry = (version.0, deleted);
-                            }
-                        }
-                        ChangeOutcome::Conflict { server } => {
-                            known.insert(result.id, server.map(|d| d.version.0));
-                        }
-                        other => panic!("unexpected outcome {other:?}"),
-                    }
-                }
+                let changes = writer.changes(&mut random, IDS, 8);
+                writer.push(&router, changes, &truth).await;
             }
         });
     }

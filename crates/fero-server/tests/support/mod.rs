@@ -315,3 +315,89 @@ impl SseReader {
 /// The deadline for real loopback I/O in tests: far above any honest wait, so only a hang trips
 /// it.
 pub const IO_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The latest state the server accepted per id, from the writers' own answers:
+/// `(version, deleted)`. Shared by the concurrent-writer tests of both backends.
+pub type Truth = std::collections::HashMap<String, (u64, bool)>;
+
+/// One writer of the concurrent-writer tests: pushes random batches and keeps what it believes
+/// the server holds (corrected by conflicts).
+pub struct Writer {
+    writer: u64,
+    device: String,
+    seq: u64,
+    known: std::collections::HashMap<String, Option<u64>>,
+}
+
+impl Writer {
+    pub fn new(writer: u64) -> Self {
+        Writer {
+            writer,
+            device: format!("writer-{writer}"),
+            seq: 0,
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    /// One to three changes on random ids among `ids`; a row this writer knows is deleted one
+    /// time in `delete_one_in`.
+    pub fn changes(
+        &mut self,
+        random: &mut fero::SeededRandom,
+        ids: u64,
+        delete_one_in: u64,
+    ) -> Vec<Change> {
+        use fero::RandomSource;
+        let mut changes: Vec<Change> = Vec::new();
+        for _ in 0..=(random.next_u64() % 3) {
+            let id = format!("item-{:02}", random.next_u64() % ids);
+            if changes.iter().any(|c| c.id == id) {
+                continue;
+            }
+            self.seq += 1;
+            let seq = self.seq;
+            let base = self.known.get(&id).copied().flatten();
+            let delete = base.is_some() && random.next_u64() % delete_one_in == 0;
+            changes.push(match base {
+                Some(version) if delete => deletion(&id, version, &self.device, seq),
+                base => change(
+                    &id,
+                    base,
+                    &self.device,
+                    seq,
+                    serde_json::json!({ "by": self.writer, "seq": seq }),
+                ),
+            });
+        }
+        changes
+    }
+
+    /// Pushes `changes` through `router` and records the answers: accepted versions into
+    /// `truth` (the highest wins), conflicts into what this writer knows.
+    pub async fn push(
+        &mut self,
+        router: &Router,
+        changes: Vec<Change>,
+        truth: &std::sync::Mutex<Truth>,
+    ) {
+        let deletions: Vec<bool> = changes.iter().map(|c| c.deleted).collect();
+        let results = push(router, ALICE, "items", changes).await;
+        assert_eq!(results.len(), deletions.len(), "one result per change");
+        for (result, deleted) in results.into_iter().zip(deletions) {
+            match result.outcome {
+                ChangeOutcome::Accepted { version, .. } => {
+                    self.known.insert(result.id.clone(), Some(version.0));
+                    let mut truth = truth.lock().unwrap();
+                    let entry = truth.entry(result.id).or_insert((0, false));
+                    if version.0 > entry.0 {
+                        *entry = (version.0, deleted);
+                    }
+                }
+                ChangeOutcome::Conflict { server } => {
+                    self.known.insert(result.id, server.map(|d| d.version.0));
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+    }
+}
