@@ -264,10 +264,6 @@ fn remote(url: &str) -> Result<HttpRemote, BenchError> {
         .map_err(|source| BenchError::Remote { source })
 }
 
-fn store_error(workload: &'static str) -> impl Fn(fero_sqlite::Error) -> BenchError {
-    move |source| BenchError::Store { workload, source }
-}
-
 /// W4: initial sync of `n` items from the reference server into a fresh SQLite file.
 pub(crate) fn end_to_end(program: &Path, n: u64, batch: usize) -> Result<Sample, BenchError> {
     const W: &str = "W4";
@@ -277,10 +273,10 @@ pub(crate) fn end_to_end(program: &Path, n: u64, batch: usize) -> Result<Sample,
     runtime.block_on(async {
         let store = SqliteStore::open(dir.path().join("client.db"))
             .await
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let handler = store
             .sync_handler(COLLECTION, remote(&server.url)?)
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let started = Instant::now();
         let sync = FeroSync::builder()
             .metadata_repo(store.metadata_repo())
@@ -290,18 +286,15 @@ pub(crate) fn end_to_end(program: &Path, n: u64, batch: usize) -> Result<Sample,
                 FeatureSyncConfig::new().batch_size(batch),
             )
             .build()
-            .map_err(|source| BenchError::Build {
-                workload: W,
-                source,
-            })?;
-        let report = sync.run().await.map_err(|source| BenchError::Sync {
-            workload: W,
-            source,
-        })?;
+            .map_err(BenchError::build(W))?;
+        let report = sync.run().await.map_err(BenchError::sync(W))?;
         let elapsed = started.elapsed();
         sync.dispose().await;
         BenchError::verify(W, n, "items pulled", n, report.totals().pulled)?;
-        let stored = store.count(COLLECTION).await.map_err(store_error(W))?;
+        let stored = store
+            .count(COLLECTION)
+            .await
+            .map_err(BenchError::store(W))?;
         BenchError::verify(W, n, "rows in the client database", n, stored)?;
         Ok(Sample::new(elapsed, stored))
     })
@@ -325,7 +318,7 @@ pub(crate) fn raw_inserts(n: u64, batch: usize) -> Result<Sample, BenchError> {
         SqliteStore::open(&path)
             .await
             .map(drop)
-            .map_err(store_error(W))
+            .map_err(BenchError::store(W))
     })?;
     let sqlite = |what: &'static str| move |source| BenchError::Sqlite { what, source };
     let mut conn = rusqlite::Connection::open(&path).map_err(sqlite("open the database"))?;
@@ -425,10 +418,10 @@ pub fn client(options: &ClientOptions) -> Result<(), BenchError> {
     runtime.block_on(async {
         let store = SqliteStore::open(&options.db)
             .await
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let handler = store
             .sync_handler(COLLECTION, ReportingRemote(remote(&options.url)?))
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let sync = FeroSync::builder()
             .metadata_repo(store.metadata_repo())
             .initial_sync(
@@ -437,14 +430,8 @@ pub fn client(options: &ClientOptions) -> Result<(), BenchError> {
                 FeatureSyncConfig::new().batch_size(options.batch),
             )
             .build()
-            .map_err(|source| BenchError::Build {
-                workload: W,
-                source,
-            })?;
-        let report = sync.run().await.map_err(|source| BenchError::Sync {
-            workload: W,
-            source,
-        })?;
+            .map_err(BenchError::build(W))?;
+        let report = sync.run().await.map_err(BenchError::sync(W))?;
         sync.dispose().await;
         println!("done {}", report.totals().pulled);
         Ok(())
@@ -563,8 +550,8 @@ pub(crate) fn resume(program: &Path, n: u64, batch: usize) -> Result<Sample, Ben
     let elapsed = started.elapsed();
     let runtime = multi_thread_runtime(W)?;
     let stored = runtime.block_on(async {
-        let store = SqliteStore::open(&db).await.map_err(store_error(W))?;
-        store.count(COLLECTION).await.map_err(store_error(W))
+        let store = SqliteStore::open(&db).await.map_err(BenchError::store(W))?;
+        store.count(COLLECTION).await.map_err(BenchError::store(W))
     })?;
     BenchError::verify(W, n, "rows in the client database", n, stored)?;
     let mut sample = Sample::new(elapsed, stored);
@@ -583,26 +570,23 @@ pub(crate) fn round_latency(program: &Path, n: u64, batch: usize) -> Result<Samp
     runtime.block_on(async {
         let store = SqliteStore::open(dir.path().join("client.db"))
             .await
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let handler = store
             .sync_handler(COLLECTION, remote(&server.url)?)
-            .map_err(store_error(W))?;
+            .map_err(BenchError::store(W))?;
         let config = FeatureSyncConfig::new().batch_size(batch);
         let sync = FeroSync::builder()
             .metadata_repo(store.metadata_repo())
             .initial_sync(COLLECTION, handler.clone(), config.clone())
             .background_sync(COLLECTION, handler, config)
             .build()
-            .map_err(|source| BenchError::Build {
-                workload: W,
-                source,
-            })?;
+            .map_err(BenchError::build(W))?;
         // Not measured: the initial sync that leaves n items synced.
-        sync.run().await.map_err(|source| BenchError::Sync {
-            workload: W,
-            source,
-        })?;
-        let synced = store.count(COLLECTION).await.map_err(store_error(W))?;
+        sync.run().await.map_err(BenchError::sync(W))?;
+        let synced = store
+            .count(COLLECTION)
+            .await
+            .map_err(BenchError::store(W))?;
         BenchError::verify(W, n, "rows synced before the rounds", n, synced)?;
         let mut rounds = Vec::with_capacity(W6_ROUNDS);
         for round in 0..W6_ROUNDS as u64 {
@@ -616,12 +600,9 @@ pub(crate) fn round_latency(program: &Path, n: u64, batch: usize) -> Result<Samp
                         "body": format!("edit {round}") }),
                 )
                 .await
-                .map_err(store_error(W))?;
+                .map_err(BenchError::store(W))?;
             let started = Instant::now();
-            let report = sync.sync_now().await.map_err(|source| BenchError::Sync {
-                workload: W,
-                source,
-            })?;
+            let report = sync.sync_now().await.map_err(BenchError::sync(W))?;
             rounds.push(started.elapsed());
             BenchError::verify(W, n, "edits pushed in a round", 1, report.totals().pushed)?;
         }
@@ -629,7 +610,7 @@ pub(crate) fn round_latency(program: &Path, n: u64, batch: usize) -> Result<Samp
         let pending = store
             .locally_modified(COLLECTION)
             .await
-            .map_err(store_error(W))?
+            .map_err(BenchError::store(W))?
             .len() as u64;
         BenchError::verify(W, n, "edits still pending", 0, pending)?;
         let total: Duration = rounds.iter().sum();

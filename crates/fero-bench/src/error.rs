@@ -157,3 +157,20 @@ impl BenchError {
         }
     }
 }
+
+impl BenchError {
+    /// Maps an engine build failure of `workload` (for `map_err`).
+    pub(crate) fn build(workload: &'static str) -> impl Fn(fero::BuildError) -> BenchError {
+        move |source| BenchError::Build { workload, source }
+    }
+
+    /// Maps a client store failure of `workload` (for `map_err`).
+    pub(crate) fn store(workload: &'static str) -> impl Fn(fero_sqlite::Error) -> BenchError {
+        move |source| BenchError::Store { workload, source }
+    }
+
+    /// Maps a sync run failure of `workload` (for `map_err`).
+    pub(crate) fn sync(workload: &'static str) -> impl Fn(fero::Error) -> BenchError {
+        move |source| BenchError::Sync { workload, source }
+    }
+}

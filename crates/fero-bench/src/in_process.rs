@@ -37,14 +37,8 @@ pub(crate) async fn initial_sync(n: u64, batch: usize) -> Result<Sample, BenchEr
         .initial_sync(FEATURE, handler, FeatureSyncConfig::new().batch_size(batch))
         .seed(SEED)
         .build()
-        .map_err(|source| BenchError::Build {
-            workload: W,
-            source,
-        })?;
-    let report = sync.run().await.map_err(|source| BenchError::Sync {
-        workload: W,
-        source,
-    })?;
+        .map_err(BenchError::build(W))?;
+    let report = sync.run().await.map_err(BenchError::sync(W))?;
     let elapsed = started.elapsed();
     sync.dispose().await;
     BenchError::verify(W, n, "items pulled", n, report.totals().pulled)?;
@@ -171,14 +165,8 @@ pub(crate) async fn push(m: u64, batch: usize) -> Result<Sample, BenchError> {
         .background_sync(FEATURE, handler, FeatureSyncConfig::new().batch_size(batch))
         .seed(SEED)
         .build()
-        .map_err(|source| BenchError::Build {
-            workload: W,
-            source,
-        })?;
-    let report = sync.sync_now().await.map_err(|source| BenchError::Sync {
-        workload: W,
-        source,
-    })?;
+        .map_err(BenchError::build(W))?;
+    let report = sync.sync_now().await.map_err(BenchError::sync(W))?;
     let elapsed = started.elapsed();
     sync.dispose().await;
     BenchError::verify(W, m, "changes pushed", m, report.totals().pushed)?;
@@ -214,14 +202,8 @@ pub(crate) async fn conflicts(m: u64, batch: usize) -> Result<Sample, BenchError
         .conflict_strategy(ConflictResolutionStrategy::ServerWins)
         .seed(SEED)
         .build()
-        .map_err(|source| BenchError::Build {
-            workload: W,
-            source,
-        })?;
-    let report = sync.sync_now().await.map_err(|source| BenchError::Sync {
-        workload: W,
-        source,
-    })?;
+        .map_err(BenchError::build(W))?;
+    let report = sync.sync_now().await.map_err(BenchError::sync(W))?;
     let elapsed = started.elapsed();
     sync.dispose().await;
     let totals = report.totals();
