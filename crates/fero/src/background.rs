@@ -55,6 +55,16 @@ enum Resolved<L> {
     Park(String),
 }
 
+impl<L> Resolved<L> {
+    /// Why the conflict is parked, when it is.
+    fn park_reason(&self) -> Option<&str> {
+        match self {
+            Resolved::Park(reason) => Some(reason),
+            Resolved::TakeServer | Resolved::Keep(_) => None,
+        }
+    }
+}
+
 impl<H: BackgroundSyncHandler> Resolver<'_, H> {
     async fn resolve(
         &self,
@@ -90,7 +100,7 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
                 }
             }
         };
-        let settled = self.settle(local, Some(server), phase, outcome, &resolved);
+        let settled = self.settle(local, Some(server), phase, outcome, resolved.park_reason());
         (resolved, settled)
     }
 
@@ -100,11 +110,10 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
         server: Option<&SyncPayload<H::Server>>,
         phase: ConflictPhase,
         outcome: ConflictOutcome,
-        resolved: &Resolved<H::Local>,
+        park_reason: Option<&str>,
     ) -> Settled {
-        let is_parked = matches!(resolved, Resolved::Park(_));
         let listening = self.inner.has_event_subscribers();
-        if !is_parked && !listening {
+        if park_reason.is_none() && !listening {
             return Settled {
                 event: None,
                 parked: None,
@@ -114,20 +123,17 @@ impl<H: BackgroundSyncHandler> Resolver<'_, H> {
         let server_json = server.map_or(serde_json::Value::Null, |s| to_json(&s.item));
         let server_version = server.map(|s| s.item.version());
         let server_deleted = server.is_some_and(|s| s.deleted);
-        let parked = match resolved {
-            Resolved::Park(reason) => Some(ParkedConflict {
-                feature: self.key.clone(),
-                id: local.id().to_owned(),
-                local: local_json.clone(),
-                server: server_json.clone(),
-                server_deleted,
-                server_version,
-                phase,
-                reason: reason.clone(),
-                parked_at: self.inner.clock.now(),
-            }),
-            _ => None,
-        };
+        let parked = park_reason.map(|reason| ParkedConflict {
+            feature: self.key.clone(),
+            id: local.id().to_owned(),
+            local: local_json.clone(),
+            server: server_json.clone(),
+            server_deleted,
+            server_version,
+            phase,
+            reason: reason.to_owned(),
+            parked_at: self.inner.clock.now(),
+        });
         Settled {
             event: listening.then(|| ConflictEvent {
                 feature: self.key.clone(),
@@ -232,13 +238,12 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 if self.parked.contains(id) {
                     // Still parked: keep the newest server state beside it.
                     if let Some(local) = modified.get(id) {
-                        let resolved = Resolved::Park("still waiting for the app".into());
                         settled.push(self.resolver.settle(
                             local,
                             Some(&payload),
                             ConflictPhase::Pull,
                             ConflictOutcome::Parked,
-                            &resolved,
+                            Some("still waiting for the app"),
                         ));
                     }
                     continue;
@@ -300,7 +305,6 @@ pub(crate) trait BackgroundRunner: Send + Sync {
         &'a self,
         inner: &'a Inner,
         key: &'a FeatureKey,
-        settings: &'a FeatureSettings,
         parked: ParkedConflict,
         resolution: ManualResolution,
     ) -> BoxFuture<'a, Result<ConflictOutcome>>;
@@ -453,14 +457,12 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                             continue;
                         };
                         let Some(server) = conflict.server else {
-                            let reason = "the server has no such item to re-base on".to_string();
-                            let resolved = Resolved::Park(reason);
                             settled.push(resolver.settle(
                                 local,
                                 None,
                                 ConflictPhase::Push,
                                 ConflictOutcome::Parked,
-                                &resolved,
+                                Some("the server has no such item to re-base on"),
                             ));
                             excluded.insert(conflict.id);
                             continue;
@@ -520,16 +522,16 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             if round >= inner.max_push_rounds {
                 let mut settled = Vec::new();
                 for (id, (local, server)) in repush {
-                    let resolved = Resolved::Park(format!(
+                    let reason = format!(
                         "still conflicting after {round} push round(s): the item changes on the \
                          server faster than this device can push"
-                    ));
+                    );
                     settled.push(resolver.settle(
                         &local,
                         server.as_ref(),
                         ConflictPhase::Push,
                         ConflictOutcome::Parked,
-                        &resolved,
+                        Some(&reason),
                     ));
                     excluded.insert(id);
                 }
@@ -592,7 +594,6 @@ impl<H: BackgroundSyncHandler> BackgroundRunner for TypedBackground<H> {
         &'a self,
         inner: &'a Inner,
         key: &'a FeatureKey,
-        settings: &'a FeatureSettings,
         parked: ParkedConflict,
         resolution: ManualResolution,
     ) -> BoxFuture<'a, Result<ConflictOutcome>> {
@@ -677,10 +678,7 @@ impl<H: BackgroundSyncHandler> BackgroundRunner for TypedBackground<H> {
                 key,
                 strategy: ConflictResolutionStrategy::Manual,
             };
-            let _ = settings;
-            let resolved = Resolved::<H::Local>::TakeServer;
-            let mut settled =
-                resolver.settle(&local, server.as_ref(), parked.phase, outcome, &resolved);
+            let mut settled = resolver.settle(&local, server.as_ref(), parked.phase, outcome, None);
             if let Some(event) = settled.event.as_mut() {
                 event.server_version = parked.server_version.or(event.server_version);
             }

@@ -1,7 +1,7 @@
 //! The dependency graph of one kind of features: validated once at `build()`, then used by every
 //! run to decide what may start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::error::BuildError;
 use crate::item::FeatureKey;
@@ -127,11 +127,11 @@ impl FeatureGraph {
     }
 
     /// The subset `wanted` plus everything it depends on, transitively.
-    pub(crate) fn closure(&self, wanted: &[usize]) -> BTreeMap<usize, ()> {
-        let mut out = BTreeMap::new();
+    pub(crate) fn closure(&self, wanted: &[usize]) -> BTreeSet<usize> {
+        let mut out = BTreeSet::new();
         let mut stack: Vec<usize> = wanted.to_vec();
         while let Some(n) = stack.pop() {
-            if out.insert(n, ()).is_none() {
+            if out.insert(n) {
                 stack.extend_from_slice(&self.nodes[n].dependencies);
             }
         }

@@ -25,6 +25,13 @@ impl FeatureKey {
     }
 }
 
+/// The empty key, so that structs holding a key (such as `FeatureStatus`) can derive `Default`.
+impl Default for FeatureKey {
+    fn default() -> Self {
+        FeatureKey::new("")
+    }
+}
+
 impl fmt::Debug for FeatureKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)

@@ -62,11 +62,5 @@ pub struct FeatureStatus {
     pub last_success: Option<Timestamp>,
 }
 
-impl Default for FeatureKey {
-    fn default() -> Self {
-        FeatureKey::new("")
-    }
-}
-
 /// Every feature's status, by key.
 pub type StatusMap = BTreeMap<FeatureKey, FeatureStatus>;

@@ -734,7 +734,7 @@ impl FeroSync {
             .inner
             .background_graph
             .closure(&[node])
-            .into_keys()
+            .into_iter()
             .collect();
         self.inner.run_all(&[], &nodes, false).await
     }
@@ -893,7 +893,7 @@ impl FeroSync {
         let feature = &self.inner.background[node];
         let outcome = feature
             .runner
-            .resolve_parked(&self.inner, &key, &feature.settings, parked, resolution)
+            .resolve_parked(&self.inner, &key, parked, resolution)
             .await?;
         self.inner.refresh_counts(&key).await;
         Ok(outcome)
@@ -1037,7 +1037,7 @@ impl FeroSync {
                     continue;
                 }
                 let nodes: Vec<usize> =
-                    inner.background_graph.closure(&nodes).into_keys().collect();
+                    inner.background_graph.closure(&nodes).into_iter().collect();
                 // Failures are reported through events and status.
                 let _ = inner.run_all(&[], &nodes, false).await;
             }
