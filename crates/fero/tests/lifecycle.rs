@@ -182,11 +182,11 @@ async fn dispose_cancels_the_run_in_flight_closes_the_stream_and_refuses_later_c
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_cancelled_run_leaves_the_next_sync_now_working() {
+async fn a_cancel_before_any_run_does_not_affect_the_next_run() {
     let remote = seeded_remote(50);
     let store = MemoryStore::new();
     let sync = single(&store, &remote, 10);
-    sync.cancel(); // before any run: affects nothing
+    sync.cancel(); // no run in flight: the next run gets a fresh token
     sync.sync_now().await.unwrap();
     assert_converged(&store, &remote);
 }

@@ -127,20 +127,54 @@ async fn a_failed_dependency_skips_its_dependents_but_not_independent_features()
     assert!(err.to_string().contains("401 unauthorized"), "{err}");
 }
 
+/// Counts fetches in flight across features; each fetch takes one second of tokio time.
+#[derive(Debug, Clone, Default)]
+struct Gauge {
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[fero::async_trait]
+impl fero::InitialSyncHandler for Gauge {
+    type Item = fero::memory::Record;
+    async fn fetch_remote_data(
+        &self,
+        _: Option<&fero::SyncCheckpoint>,
+        _: usize,
+    ) -> fero::HandlerResult<fero::SyncBatchResult<fero::memory::Record>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let running = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(running, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        self.now.fetch_sub(1, SeqCst);
+        Ok(fero::SyncBatchResult::empty())
+    }
+    async fn save_to_local(
+        &self,
+        items: Vec<fero::SyncPayload<fero::memory::Record>>,
+        _: &fero::ApplyContext,
+    ) -> fero::HandlerResult<fero::ApplyResult> {
+        Ok(fero::ApplyResult::applied(items.len()))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn independent_features_run_concurrently_up_to_the_limit() {
-    let remote = seeded_remote(1);
-    let store = MemoryStore::new();
+    let gauge = Gauge::default();
     let mut builder = FeroSync::builder().max_concurrent(3);
     for name in ["a", "b", "c", "d", "e"] {
-        builder = builder.background_sync(
-            name,
-            store.handler(remote.clone()),
-            FeatureSyncConfig::new(),
-        );
+        builder = builder.initial_sync(name, gauge.clone(), FeatureSyncConfig::new());
     }
-    let report = builder.build().unwrap().sync_now().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let report = builder.build().unwrap().run().await.unwrap();
     assert_eq!(report.outcomes.len(), 5);
+    assert_eq!(
+        gauge.max.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "never more than max_concurrent"
+    );
+    // Five one-second fetches, three at a time: two rounds, not five.
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
 }
 
 #[test]
