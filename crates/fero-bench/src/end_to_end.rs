@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fero::{FeatureSyncConfig, FeroSync, SyncId, Version, async_trait};
+use fero::{FeatureSyncConfig, FeroSync, PageGate, SyncId, Version, async_trait};
 use fero_http::HttpRemote;
 use fero_protocol::{
     DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse, Remote, RemoteError,
@@ -381,17 +381,17 @@ impl Remote for ReportingRemote {
         collection: &str,
         request: &PullRequest,
     ) -> Result<PullResponse, RemoteError> {
-        let page = self.0.pull(collection, request).await?;
-        let mut out = std::io::stdout().lock();
-        // A lost line would only undercount; the parent checks the final row count anyway.
-        let _ = writeln!(
-            out,
-            "fetched {} {}",
-            page.items.len(),
-            page.checkpoint.last_sync_id
-        )
-        .and_then(|()| out.flush());
-        Ok(page)
+        report(self.0.pull(collection, request).await?)
+    }
+
+    async fn pull_ahead(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        gate: &PageGate,
+    ) -> Result<PullResponse, RemoteError> {
+        // HttpRemote reads this page only once the apply before it has ended.
+        report(self.0.pull_ahead(collection, request, gate).await?)
     }
 
     async fn push(
@@ -405,6 +405,22 @@ impl Remote for ReportingRemote {
     async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError> {
         self.0.digest(collection).await
     }
+}
+
+/// Prints `fetched <items> <sync_id>` for a received page.
+fn report(page: PullResponse) -> Result<PullResponse, RemoteError> {
+    {
+        let mut out = std::io::stdout().lock();
+        // A lost line would only undercount; the parent checks the final row count anyway.
+        let _ = writeln!(
+            out,
+            "fetched {} {}",
+            page.items.len(),
+            page.checkpoint.last_sync_id
+        )
+        .and_then(|()| out.flush());
+    }
+    Ok(page)
 }
 
 /// Runs W5's client (the bench program's `__client` role): initial sync into `db`, resuming

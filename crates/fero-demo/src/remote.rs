@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fero::SyncCheckpoint;
+use fero::{PageGate, SyncCheckpoint};
 use fero_http::HttpRemote;
 use fero_protocol::{
     DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse, Remote, RemoteError,
@@ -158,17 +158,16 @@ impl Remote for LoggedRemote {
         collection: &str,
         request: &PullRequest,
     ) -> Result<PullResponse, RemoteError> {
-        if let Some(gate) = &self.gate {
-            gate.pass(collection, &request.checkpoint).await;
-        }
-        let response = self.http.pull(collection, request).await?;
-        // Recorded once the page arrived: a pull dropped in flight was never received.
-        self.log.record(PageFetch {
-            collection: collection.to_owned(),
-            after: request.checkpoint.clone(),
-            items: response.items.len(),
-        });
-        Ok(response)
+        self.pull_with(collection, request, None).await
+    }
+
+    async fn pull_ahead(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        page_gate: &PageGate,
+    ) -> Result<PullResponse, RemoteError> {
+        self.pull_with(collection, request, Some(page_gate)).await
     }
 
     async fn push(
@@ -181,6 +180,30 @@ impl Remote for LoggedRemote {
 
     async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError> {
         self.http.digest(collection).await
+    }
+}
+
+impl LoggedRemote {
+    async fn pull_with(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        page_gate: Option<&PageGate>,
+    ) -> Result<PullResponse, RemoteError> {
+        if let Some(gate) = &self.gate {
+            gate.pass(collection, &request.checkpoint).await;
+        }
+        let response = match page_gate {
+            None => self.http.pull(collection, request).await?,
+            Some(page_gate) => self.http.pull_ahead(collection, request, page_gate).await?,
+        };
+        // Recorded once the page arrived: a pull dropped in flight was never received.
+        self.log.record(PageFetch {
+            collection: collection.to_owned(),
+            after: request.checkpoint.clone(),
+            items: response.items.len(),
+        });
+        Ok(response)
     }
 }
 

@@ -105,6 +105,22 @@ fn chain(error: &dyn StdError) -> String {
     text
 }
 
+/// A request that took longer than its limit: transient.
+pub(crate) fn timed_out(collection: &str, call: Call, timeout: Option<Duration>) -> RemoteError {
+    let message = match timeout {
+        Some(limit) => format!(
+            "{call} timed out after {limit:?}: the server is slow or unreachable; it is \
+             retried with backoff (raise the request timeout if pages are large)"
+        ),
+        None => {
+            format!(
+                "{call} timed out: the server is slow or unreachable; it is retried with backoff"
+            )
+        }
+    };
+    RemoteError::new(RemoteErrorKind::Transient, collection, message)
+}
+
 /// A failure to send a request or to read its answer, as reqwest reports it.
 pub(crate) fn from_transport(
     collection: &str,
@@ -123,15 +139,7 @@ pub(crate) fn from_transport(
         );
     }
     let message = if error.is_timeout() {
-        match timeout {
-            Some(limit) => format!(
-                "{call} timed out after {limit:?}: the server is slow or unreachable; it is \
-                 retried with backoff (raise the request timeout if pages are large)"
-            ),
-            None => format!(
-                "{call} timed out: the server is slow or unreachable; it is retried with backoff"
-            ),
-        }
+        return timed_out(collection, call, timeout);
     } else if error.is_connect() {
         format!(
             "{call} could not connect: {}; check that the server is running at the base URL; it \

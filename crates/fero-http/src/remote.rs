@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fero::{BackoffStrategy, ExponentialBackoff, RandomSource, SeededRandom};
+use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRandom};
 use fero_protocol::{
     COLLECTION_HEADER, DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
     PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
@@ -20,7 +20,9 @@ use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::error::{BuildError, Call, from_status, from_transport, parse_retry_after, protocol};
+use crate::error::{
+    BuildError, Call, from_status, from_transport, parse_retry_after, protocol, timed_out,
+};
 use crate::stats::{Counters, TransportStats};
 use crate::validate::{check_digest, check_pull, check_push};
 
@@ -429,8 +431,23 @@ impl HttpRemote {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<T, RemoteError> {
+        self.exchange_gated(collection, call, method, url, body, None)
+            .await
+    }
+
+    /// One request. With a gate, the answer's body is read only once the gate opens, and the
+    /// request timeout applies to sending and to reading, not to the wait in between.
+    async fn exchange_gated<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        call: Call,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        gate: Option<&PageGate>,
+    ) -> Result<T, RemoteError> {
         let result = self
-            .exchange_once(collection, call, method, url, body)
+            .exchange_once(collection, call, method, url, body, gate)
             .await;
         if let Err(error) = &result {
             self.inner.counters.failure(error.is_transient());
@@ -446,23 +463,26 @@ impl HttpRemote {
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
+        gate: Option<&PageGate>,
     ) -> Result<T, RemoteError> {
         let timeout = self.inner.request_timeout;
         let mut request = self
             .inner
             .client
             .request(method, url)
-            .timeout(timeout)
             .header(ACCEPT, "application/json")
             .header(ACCEPT_ENCODING, self.inner.accept_encoding);
+        if gate.is_none() {
+            request = request.timeout(timeout);
+        }
         let body_len = body.as_ref().map_or(0, Vec::len);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         self.inner.counters.request(body_len);
-        let response = request
-            .send()
+        let response = within(gate, timeout, request.send())
             .await
+            .ok_or_else(|| timed_out(collection, call, Some(timeout)))?
             .map_err(|error| from_transport(collection, call, Some(timeout), &error))?;
 
         let status = response.status();
@@ -473,17 +493,30 @@ impl HttpRemote {
                 .and_then(|value| value.to_str().ok())
                 .and_then(parse_retry_after);
             // The status decides the error; a body that cannot be read only loses the details.
-            let body = self
-                .read_body(collection, call, response, MAX_ERROR_BODY_BYTES)
-                .await
-                .unwrap_or_default();
+            let body = within(
+                gate,
+                timeout,
+                self.read_body(collection, call, response, MAX_ERROR_BODY_BYTES),
+            )
+            .await
+            .and_then(Result::ok)
+            .unwrap_or_default();
             return Err(from_status(collection, call, status, retry_after, &body));
         }
         check_version(collection, call, response.headers())?;
         check_collection(collection, call, response.headers())?;
-        let body = self
-            .read_body(collection, call, response, self.inner.max_response_bytes)
-            .await?;
+        if let Some(gate) = gate {
+            // The server has answered; its page waits in the socket until the apply before it
+            // has ended, so a crash during that apply has read nothing of this page.
+            gate.ready().await;
+        }
+        let body = within(
+            gate,
+            timeout,
+            self.read_body(collection, call, response, self.inner.max_response_bytes),
+        )
+        .await
+        .ok_or_else(|| timed_out(collection, call, Some(timeout)))??;
         serde_json::from_slice(&body).map_err(|error| {
             protocol(
                 collection,
@@ -654,6 +687,39 @@ fn encode<T: serde::Serialize>(
     })
 }
 
+impl HttpRemote {
+    async fn pull_with(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        gate: Option<&PageGate>,
+    ) -> Result<PullResponse, RemoteError> {
+        let url = self.collection_url(collection, Call::Pull, "pull")?;
+        let body = encode(collection, Call::Pull, request)?;
+        let response: PullResponse = self
+            .exchange_gated(collection, Call::Pull, Method::POST, url, Some(body), gate)
+            .await?;
+        check_pull(collection, request, &response).inspect_err(|_| {
+            self.inner.counters.failure(false);
+        })?;
+        Ok(response)
+    }
+}
+
+/// Runs `work` under `timeout` when there is a gate (reqwest's own request timeout is off then,
+/// since it would also count the wait for the gate); `None` when it timed out.
+async fn within<T>(
+    gate: Option<&PageGate>,
+    timeout: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    if gate.is_some() {
+        tokio::time::timeout(timeout, work).await.ok()
+    } else {
+        Some(work.await)
+    }
+}
+
 #[async_trait]
 impl Remote for HttpRemote {
     /// `POST /v1/collections/{collection}/pull`.
@@ -662,15 +728,19 @@ impl Remote for HttpRemote {
         collection: &str,
         request: &PullRequest,
     ) -> Result<PullResponse, RemoteError> {
-        let url = self.collection_url(collection, Call::Pull, "pull")?;
-        let body = encode(collection, Call::Pull, request)?;
-        let response: PullResponse = self
-            .exchange(collection, Call::Pull, Method::POST, url, Some(body))
-            .await?;
-        check_pull(collection, request, &response).inspect_err(|_| {
-            self.inner.counters.failure(false);
-        })?;
-        Ok(response)
+        self.pull_with(collection, request, None).await
+    }
+
+    /// `POST /v1/collections/{collection}/pull`, sent at once; the answer is read once `gate`
+    /// opens (see [`Remote::pull_ahead`]). The request timeout covers sending and reading, not
+    /// the wait for the gate.
+    async fn pull_ahead(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        gate: &PageGate,
+    ) -> Result<PullResponse, RemoteError> {
+        self.pull_with(collection, request, Some(gate)).await
     }
 
     /// `POST /v1/collections/{collection}/push`. An empty request is answered locally, without

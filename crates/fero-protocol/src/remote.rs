@@ -1,6 +1,7 @@
 //! The [`Remote`] trait: one end of the protocol as an async API.
 
 use async_trait::async_trait;
+use fero::PageGate;
 
 use crate::error::RemoteError;
 use crate::types::{DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse};
@@ -28,6 +29,26 @@ pub trait Remote: Send + Sync + 'static {
         request: &PullRequest,
     ) -> Result<PullResponse, RemoteError>;
 
+    /// [`pull`](Self::pull) for a page fetched ahead, while the page before it is applied:
+    /// `gate` opens when that apply ends.
+    ///
+    /// The default pulls at once. A network transport should send the request at once (the
+    /// server's work and the transfer overlap the apply) and read the answer only after
+    /// [`PageGate::ready`], so a client killed mid-apply has read at most one page it must fetch
+    /// again; `fero-http`'s `HttpRemote` does.
+    ///
+    /// # Errors
+    /// As [`pull`](Self::pull).
+    async fn pull_ahead(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        gate: &PageGate,
+    ) -> Result<PullResponse, RemoteError> {
+        let _ = gate;
+        self.pull(collection, request).await
+    }
+
     /// Pushes changes.
     ///
     /// # Errors
@@ -54,6 +75,14 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
         request: &PullRequest,
     ) -> Result<PullResponse, RemoteError> {
         (**self).pull(collection, request).await
+    }
+    async fn pull_ahead(
+        &self,
+        collection: &str,
+        request: &PullRequest,
+        gate: &PageGate,
+    ) -> Result<PullResponse, RemoteError> {
+        (**self).pull_ahead(collection, request, gate).await
     }
     async fn push(
         &self,

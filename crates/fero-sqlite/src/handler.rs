@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use fero::{
-    ApplyContext, ApplyResult, BackgroundSyncHandler, HandlerResult, InitialSyncHandler,
+    ApplyContext, ApplyResult, BackgroundSyncHandler, HandlerResult, InitialSyncHandler, PageGate,
     PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
 };
 use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
@@ -26,7 +26,9 @@ use crate::verify::VerifyReport;
 ///
 /// # What each call does
 /// - fetch: `remote.pull` after the checkpoint, at most `batch_size` (capped at the protocol's
-///   [`MAX_PAGE_SIZE`]) documents; tombstones arrive as tombstone payloads.
+///   [`MAX_PAGE_SIZE`]) documents; tombstones arrive as tombstone payloads. A page fetched ahead
+///   (during the apply of the page before it) goes through [`Remote::pull_ahead`] with the
+///   engine's [`PageGate`], so `HttpRemote` reads it only once that apply has ended.
 /// - apply (`save_to_local`, `apply_remote_changes`): the page, and the checkpoint the engine
 ///   passes in [`ApplyContext`], in one transaction; the result says the checkpoint is saved.
 ///   A page whose checkpoint is behind the stored one, a repeated id, or data that is not a
@@ -140,6 +142,7 @@ impl<R: Remote> CollectionSync<R> {
         &self,
         checkpoint: Option<&SyncCheckpoint>,
         batch_size: usize,
+        gate: Option<&PageGate>,
     ) -> Result<SyncBatchResult<Document>> {
         let limit = u32::try_from(batch_size)
             .unwrap_or(MAX_PAGE_SIZE)
@@ -148,14 +151,18 @@ impl<R: Remote> CollectionSync<R> {
             checkpoint: checkpoint.cloned(),
             limit,
         };
-        let response = self
-            .remote
-            .pull(&self.collection, &request)
-            .await
-            .map_err(|source| Error::Remote {
-                collection: self.collection.to_string(),
-                source,
-            })?;
+        let response = match gate {
+            None => self.remote.pull(&self.collection, &request).await,
+            Some(gate) => {
+                self.remote
+                    .pull_ahead(&self.collection, &request, gate)
+                    .await
+            }
+        }
+        .map_err(|source| Error::Remote {
+            collection: self.collection.to_string(),
+            source,
+        })?;
         let items = response
             .items
             .into_iter()
@@ -264,7 +271,16 @@ impl<R: Remote> InitialSyncHandler for CollectionSync<R> {
         checkpoint: Option<&SyncCheckpoint>,
         batch_size: usize,
     ) -> HandlerResult<SyncBatchResult<Document>> {
-        Ok(self.fetch(checkpoint, batch_size).await?)
+        Ok(self.fetch(checkpoint, batch_size, None).await?)
+    }
+
+    async fn prefetch_remote_data(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Document>> {
+        Ok(self.fetch(checkpoint, batch_size, Some(gate)).await?)
     }
 
     async fn save_to_local(
@@ -292,7 +308,16 @@ impl<R: Remote> BackgroundSyncHandler for CollectionSync<R> {
         checkpoint: Option<&SyncCheckpoint>,
         batch_size: usize,
     ) -> HandlerResult<SyncBatchResult<Document>> {
-        Ok(self.fetch(checkpoint, batch_size).await?)
+        Ok(self.fetch(checkpoint, batch_size, None).await?)
+    }
+
+    async fn prefetch_remote_changes(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Document>> {
+        Ok(self.fetch(checkpoint, batch_size, Some(gate)).await?)
     }
 
     async fn apply_remote_changes(

@@ -18,6 +18,7 @@ use crate::conflict::{
 };
 use crate::error::{Error, Operation, Result};
 use crate::events::{ConflictEvent, SyncDirection, SyncEvent};
+use crate::gate::PageGate;
 use crate::handler::{BackgroundSyncHandler, HandlerResult};
 use crate::item::{FeatureKey, LocalItem, ServerItem, SyncPayload};
 use crate::metadata::{ParkedConflict, QuarantinedChange};
@@ -365,8 +366,23 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             parked,
             conflicts: 0,
         };
-        let fetch = move |from: Option<SyncCheckpoint>| -> BoxFuture<'_, HandlerResult<SyncBatchResult<H::Server>>> {
-            Box::pin(async move { handler.fetch_remote_changes(from.as_ref(), settings.batch_size).await })
+        let fetch = move |from: Option<SyncCheckpoint>,
+                          gate: Option<PageGate>|
+              -> BoxFuture<'_, HandlerResult<SyncBatchResult<H::Server>>> {
+            Box::pin(async move {
+                match gate {
+                    None => {
+                        handler
+                            .fetch_remote_changes(from.as_ref(), settings.batch_size)
+                            .await
+                    }
+                    Some(gate) => {
+                        handler
+                            .prefetch_remote_changes(from.as_ref(), settings.batch_size, &gate)
+                            .await
+                    }
+                }
+            })
         };
         let mut counts = pull(
             inner,

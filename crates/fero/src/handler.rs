@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::SyncCheckpoint;
 use crate::conflict::Conflict;
+use crate::gate::PageGate;
 use crate::item::{LocalItem, ServerItem, SyncPayload};
 use crate::page::{ApplyContext, ApplyResult, PushResult, RemoteChanges, SyncBatchResult};
 
@@ -122,6 +123,26 @@ pub trait InitialSyncHandler: Send + Sync + 'static {
         batch_size: usize,
     ) -> HandlerResult<SyncBatchResult<Self::Item>>;
 
+    /// Fetches the page after `checkpoint` while the page before it is being applied; `gate`
+    /// opens when that apply ends.
+    ///
+    /// The default calls [`fetch_remote_data`](Self::fetch_remote_data) at once. A transport
+    /// can do better: send the request at once and read the answer after
+    /// [`PageGate::ready`], so the server's work overlaps the apply while a crash loses at most
+    /// one page that was read (see [`PageGate`]).
+    ///
+    /// # Errors
+    /// As [`fetch_remote_data`](Self::fetch_remote_data).
+    async fn prefetch_remote_data(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Self::Item>> {
+        let _ = gate;
+        self.fetch_remote_data(checkpoint, batch_size).await
+    }
+
     /// Writes one page locally.
     ///
     /// # Errors
@@ -171,6 +192,23 @@ pub trait BackgroundSyncHandler: Send + Sync + 'static {
         checkpoint: Option<&SyncCheckpoint>,
         batch_size: usize,
     ) -> HandlerResult<SyncBatchResult<Self::Server>>;
+
+    /// Fetches the page after `checkpoint` while the page before it is being applied; `gate`
+    /// opens when that apply ends. The default calls
+    /// [`fetch_remote_changes`](Self::fetch_remote_changes) at once; see
+    /// [`InitialSyncHandler::prefetch_remote_data`] for what a transport can do instead.
+    ///
+    /// # Errors
+    /// As [`fetch_remote_changes`](Self::fetch_remote_changes).
+    async fn prefetch_remote_changes(
+        &self,
+        checkpoint: Option<&SyncCheckpoint>,
+        batch_size: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Self::Server>> {
+        let _ = gate;
+        self.fetch_remote_changes(checkpoint, batch_size).await
+    }
 
     /// Writes a page of server changes, conflicts resolved.
     ///

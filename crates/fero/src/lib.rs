@@ -66,6 +66,7 @@ pub mod sync;
 
 mod background;
 mod clock;
+mod gate;
 mod graph;
 mod pull;
 
@@ -78,6 +79,7 @@ pub use conflict::{
 };
 pub use error::{BuildError, Error, Operation, ProtocolError, Result};
 pub use events::{ConflictEvent, Lagged, SyncDirection, SyncEvent, SyncEventStream};
+pub use gate::{GateOpener, PageGate};
 pub use handler::{
     BackgroundSyncHandler, ErrorKind, HandlerError, HandlerResult, InitialSyncHandler,
 };

@@ -6,7 +6,9 @@
 //!   same transaction as the page, see [`ApplyContext`]). A crash therefore leaves the old page
 //!   state with the old checkpoint, or the new with the new.
 //! - Checkpoints are saved strictly in page order, even though page `k + 1` is fetched while page
-//!   `k` is applied (at most one page ahead, so memory stays flat).
+//!   `k` is applied (at most one page ahead, so memory stays flat). The fetch of page `k + 1`
+//!   gets a [`PageGate`] that opens when page `k`'s apply ends, for transports that read the
+//!   answer only then.
 //! - A bad page (checkpoint going backwards, duplicate or empty ids, more items than asked for) is
 //!   rejected before anything of it is applied.
 
@@ -17,6 +19,7 @@ use tracing::Instrument;
 
 use crate::checkpoint::SyncCheckpoint;
 use crate::error::{Error, Operation, ProtocolError, Result};
+use crate::gate::PageGate;
 use crate::handler::{HandlerResult, InitialSyncHandler};
 use crate::item::{FeatureKey, ServerItem, SyncPayload};
 use crate::page::{ApplyContext, ApplyResult, SyncBatchResult, SyncKind};
@@ -32,8 +35,9 @@ pub(crate) trait Applier<S>: Send {
     ) -> BoxFuture<'a, Result<ApplyResult>>;
 }
 
-/// Fetches the page after a checkpoint.
-pub(crate) type Fetch<'a, S> = dyn Fn(Option<SyncCheckpoint>) -> BoxFuture<'a, HandlerResult<SyncBatchResult<S>>>
+/// Fetches the page after a checkpoint; with a gate when it is fetched ahead, during the apply of
+/// the page before it.
+pub(crate) type Fetch<'a, S> = dyn Fn(Option<SyncCheckpoint>, Option<PageGate>) -> BoxFuture<'a, HandlerResult<SyncBatchResult<S>>>
     + Send
     + Sync
     + 'a;
@@ -116,12 +120,12 @@ pub(crate) async fn pull<S: ServerItem>(
     let mut counts = FeatureCounts::default();
     let mut current = inner.repo_checkpoint(key).await?;
     let batch_size = settings.batch_size;
-    let fetch_page = |from: Option<SyncCheckpoint>| {
+    let fetch_page = |from: Option<SyncCheckpoint>, gate: Option<PageGate>| {
         inner.attempt(run, key, Operation::Fetch, settings, true, move || {
-            fetch(from.clone())
+            fetch(from.clone(), gate.clone())
         })
     };
-    let mut page = fetch_page(current.clone()).await?;
+    let mut page = fetch_page(current.clone(), None).await?;
     loop {
         run.check(key)?;
         if let Err(source) = validate(&page, current.as_ref(), batch_size) {
@@ -151,9 +155,18 @@ pub(crate) async fn pull<S: ServerItem>(
         let items = page.items.len() as u64;
         let span = tracing::debug_span!("fero.page", page = number, items);
         let apply = applier.apply(page.items, &context).instrument(span);
-        // Pipelining: page k+1's request needs only page k's checkpoint, known now.
+        // Pipelining: page k+1's request needs only page k's checkpoint, known now. Its gate
+        // opens when page k's apply ends (or is dropped), so a transport can hold the answer back
+        // until then: a crash mid-apply loses one read page, not two.
         let (applied, prefetched) = if more {
-            let (applied, prefetched) = futures::join!(apply, fetch_page(Some(next.clone())));
+            let (opener, gate) = PageGate::closed();
+            let apply = async move {
+                let applied = apply.await;
+                opener.open();
+                applied
+            };
+            let (applied, prefetched) =
+                futures::join!(apply, fetch_page(Some(next.clone()), Some(gate)));
             (applied, Some(prefetched))
         } else {
             (apply.await, None)
@@ -229,9 +242,25 @@ impl<H: InitialSyncHandler> InitialRunner for TypedInitial<H> {
     ) -> BoxFuture<'a, Result<FeatureCounts>> {
         Box::pin(async move {
             let handler = &self.0;
-            let fetch = move |from: Option<SyncCheckpoint>| -> BoxFuture<'a, HandlerResult<SyncBatchResult<H::Item>>> {
-                Box::pin(async move { handler.fetch_remote_data(from.as_ref(), settings.batch_size).await })
-            };
+            let fetch =
+                move |from: Option<SyncCheckpoint>,
+                      gate: Option<PageGate>|
+                      -> BoxFuture<'a, HandlerResult<SyncBatchResult<H::Item>>> {
+                    Box::pin(async move {
+                        match gate {
+                            None => {
+                                handler
+                                    .fetch_remote_data(from.as_ref(), settings.batch_size)
+                                    .await
+                            }
+                            Some(gate) => {
+                                handler
+                                    .prefetch_remote_data(from.as_ref(), settings.batch_size, &gate)
+                                    .await
+                            }
+                        }
+                    })
+                };
             let mut applier = InitialApply { handler };
             pull(
                 inner,

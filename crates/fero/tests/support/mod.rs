@@ -80,7 +80,7 @@ use std::sync::Arc;
 use fero::memory::{LocalRecord, MemoryHandler, Record};
 use fero::{
     ApplyContext, ApplyResult, BackgroundSyncHandler, Conflict, HandlerResult, InitialSyncHandler,
-    PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
+    PageGate, PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
 };
 
 type Hook = Arc<dyn Fn(u64) + Send + Sync>;
@@ -94,6 +94,11 @@ pub struct Hooked {
     pub before_fetch: Option<Hook>,
     pub before_apply: Option<Hook>,
     pushes: Arc<std::sync::atomic::AtomicU64>,
+    /// Applies that have returned (counted at the very end of the apply call).
+    pub completed_applies: Arc<std::sync::atomic::AtomicU64>,
+    /// Per prefetch: was its gate open when it was called, and how many applies had returned
+    /// when the gate let it through.
+    pub prefetches: Arc<std::sync::Mutex<Vec<(bool, u64)>>>,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -111,6 +116,8 @@ impl Hooked {
             before_fetch: None,
             before_apply: None,
             pushes: Default::default(),
+            completed_applies: Default::default(),
+            prefetches: Default::default(),
         }
     }
     pub fn after_apply(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
@@ -128,6 +135,23 @@ impl Hooked {
     pub fn before_push(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
         self.before_push = Some(Arc::new(hook));
         self
+    }
+
+    async fn through_gate(&self, gate: &PageGate) {
+        let open_at_call = gate.is_open();
+        gate.ready().await;
+        let completed = self
+            .completed_applies
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.prefetches
+            .lock()
+            .unwrap()
+            .push((open_at_call, completed));
+    }
+
+    fn apply_returned(&self) {
+        self.completed_applies
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -152,7 +176,17 @@ impl InitialSyncHandler for Hooked {
         }
         // Let other tasks run between pages, as a real store's I/O would.
         tokio::task::yield_now().await;
+        self.apply_returned();
         r
+    }
+    async fn prefetch_remote_data(
+        &self,
+        cp: Option<&SyncCheckpoint>,
+        n: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Record>> {
+        self.through_gate(gate).await;
+        InitialSyncHandler::fetch_remote_data(self, cp, n).await
     }
 }
 
@@ -186,7 +220,17 @@ impl BackgroundSyncHandler for Hooked {
             hook(cx.page);
         }
         tokio::task::yield_now().await;
+        self.apply_returned();
         r
+    }
+    async fn prefetch_remote_changes(
+        &self,
+        cp: Option<&SyncCheckpoint>,
+        n: usize,
+        gate: &PageGate,
+    ) -> HandlerResult<SyncBatchResult<Record>> {
+        self.through_gate(gate).await;
+        BackgroundSyncHandler::fetch_remote_changes(self, cp, n).await
     }
     async fn push_local_changes(
         &self,
