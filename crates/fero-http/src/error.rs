@@ -155,10 +155,20 @@ pub(crate) fn from_transport(
     RemoteError::new(RemoteErrorKind::Transient, collection, message)
 }
 
-/// The delay of a `Retry-After` header in its delay-seconds form. The HTTP-date form is not
-/// honoured (`None`): the engine's backoff applies instead.
+/// The delay of a `Retry-After` header, in either of its forms: delay-seconds, or an HTTP-date
+/// (the time until that date by this machine's clock; a date in the past is no delay).
+/// `None` for a value that is neither: the engine's backoff applies alone.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(value, std::time::SystemTime::now())
+}
+
+fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or_default())
 }
 
 /// The code and message of a JSON error body, or a quote of whatever the body is.
@@ -323,9 +333,21 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_parses_seconds_and_ignores_dates() {
+    fn retry_after_parses_seconds_and_http_dates() {
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        assert_eq!(
+            parse_retry_after_at(date, at - Duration::from_secs(90)),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after_at(date, at + Duration::from_secs(5)),
+            Some(Duration::ZERO),
+            "a date in the past asks for no delay"
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("next tuesday"), None);
         assert_eq!(parse_retry_after("-1"), None);
     }
 
