@@ -346,7 +346,10 @@ mod tests {
             Some(Duration::ZERO),
             "a date in the past asks for no delay"
         );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("next tuesday"), None);
         assert_eq!(parse_retry_after("-1"), None);
     }

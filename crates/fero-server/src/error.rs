@@ -64,7 +64,8 @@ pub enum StorageError {
     /// A statement failed.
     #[error("{operation} in collection {collection:?} failed: {source}")]
     Database {
-        /// What the storage was doing ("pull", "push", "digest", "purge tombstones", "seed").
+        /// What the storage was doing ("pull", "push", "digest", "purge tombstones",
+        /// "prune mutations", "seed").
         operation: &'static str,
         /// The collection (empty when the operation spans all of them).
         collection: String,
@@ -169,6 +170,13 @@ pub enum BuildError {
     /// The keep-alive interval of the change stream is zero.
     #[error("change stream keep-alive interval must be above zero")]
     ZeroKeepAlive,
+    /// The mutation retention is zero: a replay of a push whose answer was lost would find its
+    /// answer already pruned.
+    #[error(
+        "mutation retention must be above zero; keep push answers at least as long as a client \
+         may retry a push (default 30 days)"
+    )]
+    ZeroMutationRetention,
 }
 
 /// [`Server::serve`](crate::Server::serve) failed.

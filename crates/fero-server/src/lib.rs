@@ -9,8 +9,8 @@
 //! [`fero_protocol`]; the conversation is told step by step in `docs/protocol.md`.
 //!
 //! # A tour
-//! - [`Server`] and [`ServerBuilder`]: the router, serving with graceful shutdown, seeding and
-//!   purging.
+//! - [`Server`] and [`ServerBuilder`]: the router, serving with graceful shutdown, seeding,
+//!   purging, and pruning the answers to old pushes after a retention period.
 //! - [`Storage`]: the backend contract; [`SqliteStorage`] is the embedded backend (a file in WAL
 //!   mode, or in memory), [`PostgresStorage`] the one for several server processes on one
 //!   PostgreSQL database. [`storage_suite`] checks any backend against the contract, and
@@ -73,8 +73,12 @@ pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
-pub use server::{DEFAULT_BODY_LIMIT, Server, ServerBuilder};
+pub use server::{
+    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,
+};
 pub use sqlite::SqliteStorage;
-pub use storage::{PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seed_pages};
+pub use storage::{
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seed_pages,
+};
 pub use tokens::Tokens;
 pub use user::UserId;

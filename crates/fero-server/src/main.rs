@@ -4,17 +4,19 @@
 //! fero-server --db sync.db --listen 127.0.0.1:7700 --tokens tokens.toml
 //! FERO_TOKENS="tok1=alice,tok2=bob" fero-server --db :memory:
 //! fero-server --db postgres://fero@db.internal:5432/fero --tokens tokens.toml
+//! fero-server --db sync.db --tokens tokens.toml --mutation-retention 90d
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use fero_server::{
-    DEFAULT_BODY_LIMIT, DEFAULT_POOL_SIZE, PostgresNotifier, PostgresStorage, Server,
-    SqliteStorage, Tokens,
+    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
+    PostgresStorage, Server, SqliteStorage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).
@@ -57,6 +59,18 @@ struct Cli {
     /// Largest accepted request body in bytes; larger ones get 413 body_too_large.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+
+    /// How long the answer to a pushed change is kept, so that a client retrying a push whose
+    /// response it lost gets the original answer; older answers are pruned every hour, and a
+    /// retry after that is answered as a conflict with the server's current row. Seconds
+    /// (`2592000`), or a number with a unit (`30d`, `12h`, `90m`, `1d 12h`). Default: 30 days.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_retention,
+        default_value = "30d"
+    )]
+    mutation_retention: Duration,
 }
 
 #[tokio::main]
@@ -81,7 +95,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("no tokens: pass --tokens tokens.toml or set FERO_TOKENS=\"token=user,...\"");
     }
 
-    let builder = Server::builder().tokens(tokens).body_limit(cli.body_limit);
+    let builder = Server::builder()
+        .tokens(tokens)
+        .body_limit(cli.body_limit)
+        .mutation_retention(cli.mutation_retention);
     let builder = if is_postgres_url(&cli.db) {
         let storage = PostgresStorage::builder(&cli.db)
             .pool_size(cli.pool_size)
@@ -102,10 +119,34 @@ async fn main() -> anyhow::Result<()> {
         .context("the listener has no address")?;
     // One line on stdout, for scripts and tests that start the server on port 0.
     println!("fero-server listening on http://{address}");
-    tracing::info!(%address, db = %redact(&cli.db), "serving");
+    tracing::info!(
+        %address,
+        db = %redact(&cli.db),
+        mutation_retention = %humantime::format_duration(cli.mutation_retention),
+        "serving"
+    );
     server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--mutation-retention`: whole seconds, or a duration with units (`30d`, `12h 30m`); above
+/// zero.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let retention = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text).map_err(|error| {
+            format!("{error}; write seconds (2592000) or a number with a unit (30d, 12h, 90m)")
+        })?,
+    };
+    if retention.is_zero() {
+        return Err(format!(
+            "must be above zero (the default is {})",
+            humantime::format_duration(DEFAULT_MUTATION_RETENTION)
+        ));
+    }
+    Ok(retention)
 }
 
 /// `--db` names a PostgreSQL database rather than a SQLite file.
@@ -171,6 +212,24 @@ mod tests {
             "postgres://fero@db:5432/fero"
         );
         assert_eq!(redact("sync.db"), "sync.db");
+    }
+
+    #[test]
+    fn mutation_retention_takes_seconds_or_units() {
+        assert_eq!(parse_retention("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_retention("30d"), Ok(DEFAULT_MUTATION_RETENTION));
+        assert_eq!(
+            parse_retention("1d 12h"),
+            Ok(Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(parse_retention("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert!(parse_retention("0").is_err_and(|e| e.contains("above zero")));
+        assert!(parse_retention("0s").is_err());
+        assert!(parse_retention("soon").is_err_and(|e| e.contains("30d")));
+        let cli = Cli::try_parse_from(["fero-server"]).unwrap();
+        assert_eq!(cli.mutation_retention, DEFAULT_MUTATION_RETENTION);
+        let cli = Cli::try_parse_from(["fero-server", "--mutation-retention", "7d"]).unwrap();
+        assert_eq!(cli.mutation_retention, Duration::from_secs(7 * 24 * 3600));
     }
 
     #[test]

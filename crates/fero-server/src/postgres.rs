@@ -20,7 +20,9 @@
 //! - **Exactly once.** `fero_mutations` holds `(owner, device, seq) → result`, written in the
 //!   push's transaction. A push looks its mutation ids up after it took the counter lock, so two
 //!   processes replaying one mutation at once are serialised: the second sees the first's commit
-//!   and answers the stored result.
+//!   and answers the stored result. Each answer carries its `recorded_at`;
+//!   [`Storage::prune_mutations`] deletes old ones in bounded batches (`FOR UPDATE SKIP LOCKED`,
+//!   so two processes pruning at once split the work instead of waiting on each other).
 //! - **Live notices across processes.** A transaction that wrote rows calls
 //!   `pg_notify('fero_changes', '{"user":…,"collection":…,"sync_id":…}')` before it commits;
 //!   PostgreSQL delivers it only on commit, to every process's
@@ -49,7 +51,7 @@ use tokio_postgres::{Config, IsolationLevel, NoTls, Row};
 
 use crate::error::StorageError;
 use crate::storage::{
-    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
 };
 use crate::user::UserId;
 
@@ -77,6 +79,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// roll the transaction back, so a retry cannot write twice.
 const WRITE_ATTEMPTS: u32 = 3;
 
+/// Answers one prune statement deletes at most: each batch is its own short transaction, so a
+/// large backlog never holds locks, or a pooled connection, for long.
+const PRUNE_BATCH: i64 = 10_000;
+
 /// Key of the advisory lock that serialises migrations: two processes starting at once would
 /// otherwise race on `CREATE TABLE IF NOT EXISTS` (which is not safe concurrently).
 const MIGRATION_LOCK: i64 = 0x6665_726f_5f73_6368; // "fero_sch"
@@ -88,11 +94,16 @@ struct Migration {
     sql: &'static str,
 }
 
+/// The setting through which [`migrate`] hands the migration time (the storage clock's, in unix
+/// milliseconds) to migration SQL, which takes no parameters (migration 2 names it literally).
+const MIGRATION_TIME_SETTING: &str = "fero.migration_time";
+
 /// Every migration, oldest first. Never edit a released one: add the next.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "rows, mutations, per-user counters, purge horizons",
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "rows, mutations, per-user counters, purge horizons",
+        sql: "
 CREATE TABLE fero_rows (
     owner      TEXT    NOT NULL,
     collection TEXT    NOT NULL,
@@ -124,7 +135,26 @@ CREATE TABLE fero_horizons (
     PRIMARY KEY (owner, collection)
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "mutations.recorded_at, for pruning old push answers",
+        // Answers stored before retention existed count as recorded at the migration, so they
+        // are kept for a full retention period from the upgrade. That default is not volatile,
+        // so PostgreSQL evaluates it once and keeps it as the value of the existing rows without
+        // rewriting the table (the one that grew without bound). The default that replaces it
+        // serves only processes of version 1 still running during a rolling upgrade, whose
+        // inserts do not name `recorded_at`: their answers are stamped by the database's clock
+        // instead of failing. This code always names it.
+        sql: "
+ALTER TABLE fero_mutations ADD COLUMN recorded_at BIGINT NOT NULL
+    DEFAULT current_setting('fero.migration_time')::BIGINT;
+ALTER TABLE fero_mutations ALTER COLUMN recorded_at
+    SET DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT;
+CREATE INDEX fero_mutations_recorded ON fero_mutations (recorded_at);
+",
+    },
+];
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS fero_schema_migrations (
     version     INTEGER     NOT NULL PRIMARY KEY,
@@ -147,8 +177,14 @@ const STORE_COUNTER: &str = "UPDATE fero_counters SET value = $2 WHERE owner = $
 const NEXT_NAIVE_SYNC_ID: &str = "SELECT nextval('fero_naive_sync_id')";
 const SELECT_MUTATION: &str =
     "SELECT result FROM fero_mutations WHERE owner = $1 AND device = $2 AND seq = $3";
-const INSERT_MUTATION: &str =
-    "INSERT INTO fero_mutations (owner, device, seq, result) VALUES ($1, $2, $3, $4)";
+const INSERT_MUTATION: &str = "INSERT INTO fero_mutations (owner, device, seq, result, recorded_at)
+     VALUES ($1, $2, $3, $4, $5)";
+/// One batch of a prune: up to `$2` answers recorded before `$1`. Rows another prune has locked
+/// are skipped (it deletes them), so concurrent prunes never wait on or deadlock with each
+/// other; a short batch ends the prune.
+const PRUNE_MUTATIONS: &str = "DELETE FROM fero_mutations WHERE (owner, device, seq) IN (
+         SELECT owner, device, seq FROM fero_mutations WHERE recorded_at < $1
+         LIMIT $2 FOR UPDATE SKIP LOCKED)";
 const CREATE_ROW: &str =
     "INSERT INTO fero_rows (owner, collection, id, version, sync_id, updated_at, deleted, data)
      VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
@@ -328,7 +364,8 @@ impl PostgresStorageBuilder {
     }
 
     /// The clock that stamps `updated_at` (informational only: the feed is ordered by
-    /// `sync_id`, never by time).
+    /// `sync_id`, never by time) and the `recorded_at` of push answers (compared with the
+    /// cut-off of [`Storage::prune_mutations`], and given to the answers a migration finds).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -390,7 +427,7 @@ impl PostgresStorageBuilder {
             target: target.clone(),
             source: full_message(&error).into(),
         })?;
-        migrate(&mut client, self.sync_ids)
+        migrate(&mut client, self.sync_ids, self.clock.now())
             .await
             .map_err(|message| StorageError::Schema {
                 target: target.clone(),
@@ -434,10 +471,12 @@ pub(crate) fn describe(config: &Config) -> String {
     format!("{user}@{host}:{port}/{database}")
 }
 
-/// Applies the missing migrations in one transaction under [`MIGRATION_LOCK`].
+/// Applies the missing migrations in one transaction under [`MIGRATION_LOCK`]; `now` is the
+/// migration time some of them record.
 async fn migrate(
     client: &mut deadpool_postgres::Object,
     sync_ids: SyncIdSource,
+    now: Timestamp,
 ) -> Result<(), String> {
     let tx = client
         .transaction()
@@ -464,6 +503,13 @@ async fn migrate(
              fero-server"
         ));
     }
+    // Local to this transaction (`is_local`): nothing of it stays on the pooled connection.
+    tx.execute(
+        "SELECT set_config($1, $2, true)",
+        &[&MIGRATION_TIME_SETTING, &to_sql(now.0).to_string()],
+    )
+    .await
+    .map_err(|e| format!("cannot set the migration time: {}", full_message(&e)))?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
         tx.batch_execute(migration.sql).await.map_err(|e| {
             format!(
@@ -826,8 +872,11 @@ impl Inner {
                 message: format!("push result does not serialise: {error}"),
             })?;
             let insert_mutation = tx.prepare_cached(INSERT_MUTATION).await?;
-            tx.execute(&insert_mutation, &[&owner, &device, &seq, &stored])
-                .await?;
+            tx.execute(
+                &insert_mutation,
+                &[&owner, &device, &seq, &stored, &updated_at],
+            )
+            .await?;
             last_written = Some(sync_id);
             results.push(result);
         }
@@ -991,6 +1040,14 @@ async fn purge_in(
     })
 }
 
+/// Deletes one batch of answers recorded before `before`, in a statement of its own.
+async fn prune_batch(client: deadpool_postgres::Object, before: Timestamp) -> Result<u64, Failure> {
+    let prune = client.prepare_cached(PRUNE_MUTATIONS).await?;
+    Ok(client
+        .execute(&prune, &[&to_sql(before.0), &PRUNE_BATCH])
+        .await?)
+}
+
 #[async_trait]
 impl Storage for PostgresStorage {
     async fn pull(
@@ -1031,6 +1088,24 @@ impl Storage for PostgresStorage {
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.write("purge tombstones", "", |client| purge_in(client, before))
             .await
+    }
+
+    async fn prune_mutations(
+        &self,
+        recorded_before: Timestamp,
+    ) -> Result<PruneReport, StorageError> {
+        let mut report = PruneReport::default();
+        loop {
+            let deleted = self
+                .write("prune mutations", "", |client| {
+                    prune_batch(client, recorded_before)
+                })
+                .await?;
+            report.pruned += deleted;
+            if deleted < PRUNE_BATCH.unsigned_abs() {
+                return Ok(report);
+            }
+        }
     }
 
     async fn seed(

@@ -11,6 +11,10 @@
 //!   An in-memory database has a single connection for everything.
 //! - All statements run on tokio's blocking pool (`spawn_blocking`), never on the async worker
 //!   threads, through prepared statements cached per connection.
+//! - **Schema.** `PRAGMA user_version` holds the schema version. Opening a file brings it up to
+//!   date inside one `BEGIN IMMEDIATE` transaction that reads the version first, so two
+//!   processes opening an old file at once migrate it once. Version 2 added `recorded_at` to
+//!   `mutations`, for [`Storage::prune_mutations`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,13 +27,16 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::StorageError;
 use crate::storage::{
-    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
 };
 use crate::user::UserId;
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code writes (`PRAGMA user_version`): 1 was the first; 2 added
+/// `mutations.recorded_at`.
+const SCHEMA_VERSION: i64 = 2;
 
+/// The latest schema, for an empty database. An older file is migrated instead
+/// ([`migrate`]); both must end in the same tables, columns and indexes.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rows (
     owner      TEXT    NOT NULL,
@@ -44,12 +51,14 @@ CREATE TABLE IF NOT EXISTS rows (
 );
 CREATE INDEX IF NOT EXISTS rows_feed ON rows (owner, collection, sync_id);
 CREATE TABLE IF NOT EXISTS mutations (
-    owner  TEXT    NOT NULL,
-    device TEXT    NOT NULL,
-    seq    INTEGER NOT NULL,
-    result TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    result      TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL,
     PRIMARY KEY (owner, device, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mutations_recorded ON mutations (recorded_at);
 CREATE TABLE IF NOT EXISTS counters (
     owner TEXT    NOT NULL PRIMARY KEY,
     value INTEGER NOT NULL
@@ -70,7 +79,11 @@ const SELECT_HORIZON: &str = "SELECT sync_id FROM horizons WHERE owner = ?1 AND 
 const SELECT_MUTATION: &str =
     "SELECT result FROM mutations WHERE owner = ?1 AND device = ?2 AND seq = ?3";
 const INSERT_MUTATION: &str =
-    "INSERT INTO mutations (owner, device, seq, result) VALUES (?1, ?2, ?3, ?4)";
+    "INSERT INTO mutations (owner, device, seq, result, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// One batch of a prune: up to `?2` answers recorded before `?1` (which ones does not matter;
+/// batches repeat until one comes back short).
+const PRUNE_MUTATIONS: &str = "DELETE FROM mutations WHERE (owner, device, seq) IN (
+         SELECT owner, device, seq FROM mutations WHERE recorded_at < ?1 LIMIT ?2)";
 const SELECT_COUNTER: &str = "SELECT value FROM counters WHERE owner = ?1";
 const UPSERT_COUNTER: &str = "INSERT INTO counters (owner, value) VALUES (?1, ?2)
      ON CONFLICT (owner) DO UPDATE SET value = excluded.value";
@@ -93,6 +106,11 @@ const RAISE_HORIZONS: &str = "INSERT INTO horizons (owner, collection, sync_id)
      GROUP BY owner, collection
      ON CONFLICT (owner, collection) DO UPDATE SET sync_id = MAX(horizons.sync_id, excluded.sync_id)";
 const DELETE_TOMBSTONES: &str = "DELETE FROM rows WHERE deleted = 1 AND sync_id < ?1";
+
+/// Answers one prune transaction deletes at most: the writer is free for pushes between batches,
+/// so a large backlog (the first prune after a long time) never holds a push up for more than
+/// one batch's delete.
+const PRUNE_BATCH: usize = 10_000;
 
 /// Idle reader connections kept open; more are opened under load and closed afterwards.
 const MAX_IDLE_READERS: usize = 4;
@@ -153,7 +171,8 @@ impl SqliteStorage {
     }
 
     /// Like [`open`](Self::open), with the clock that stamps `updated_at` (informational only:
-    /// the feed is ordered by `sync_id`, never by time).
+    /// the feed is ordered by `sync_id`, never by time) and the `recorded_at` of push answers
+    /// (compared with the cut-off of [`Storage::prune_mutations`]).
     ///
     /// # Errors
     /// [`StorageError::Open`] when the file cannot be opened or its schema not be created.
@@ -167,12 +186,12 @@ impl SqliteStorage {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
-        let writer = if in_memory {
+        let mut writer = if in_memory {
             Connection::open_in_memory().map_err(open_error)?
         } else {
             Connection::open(path).map_err(open_error)?
         };
-        prepare_writer(&writer, in_memory).map_err(|source| match source {
+        prepare_writer(&mut writer, in_memory, clock.now()).map_err(|source| match source {
             Failure::Sql(source) => open_error(source),
             other => StorageError::Open {
                 path: path.to_path_buf(),
@@ -215,7 +234,9 @@ impl SqliteStorage {
     }
 }
 
-fn prepare_writer(conn: &Connection, in_memory: bool) -> Result<(), Failure> {
+/// Sets the writer's pragmas and brings the schema to [`SCHEMA_VERSION`]; `now` stamps the push
+/// answers a migration finds.
+fn prepare_writer(conn: &mut Connection, in_memory: bool, now: Timestamp) -> Result<(), Failure> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if !in_memory {
         // WAL lets readers keep their snapshot while the writer commits.
@@ -228,16 +249,47 @@ fn prepare_writer(conn: &Connection, in_memory: bool) -> Result<(), Failure> {
     }
     // An acknowledged push must survive a power loss: the client drops its outbox entry on it.
     conn.execute_batch("PRAGMA synchronous = FULL;")?;
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    // The version is read inside the write transaction: a second process opening the same old
+    // file waits here, then finds it migrated.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if found > SCHEMA_VERSION {
         return Err(Failure::Setup(format!(
             "the database has schema version {found}, newer than this server's {SCHEMA_VERSION}; \
              run a newer fero-server"
         )));
     }
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))?;
+    if found < SCHEMA_VERSION {
+        migrate(&tx, found, now)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Brings a database of schema version `found` (0: empty) to [`SCHEMA_VERSION`], inside the
+/// caller's transaction.
+fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result<(), Failure> {
+    if found == 0 {
+        tx.execute_batch(SCHEMA)?;
+        return Ok(());
+    }
+    if found < 2 {
+        // Answers stored before retention existed count as recorded now, so they are kept for
+        // a full retention period from the upgrade. A column added with a constant default
+        // costs no rewrite of the table (the one that grew without bound); SQLite cannot drop
+        // the default afterwards, and it is never used again: every insert names `recorded_at`.
+        tx.execute_batch(&format!(
+            "ALTER TABLE mutations ADD COLUMN recorded_at INTEGER NOT NULL DEFAULT {};
+             CREATE INDEX IF NOT EXISTS mutations_recorded ON mutations (recorded_at);",
+            to_sql(now.0)
+        ))?;
+        tracing::info!(
+            from = found,
+            to = 2,
+            "migrated the SQLite schema: mutations.recorded_at"
+        );
+    }
     Ok(())
 }
 
@@ -494,7 +546,8 @@ fn push_in(
             owner,
             result.mutation_id.device,
             seq,
-            stored
+            stored,
+            to_sql(now.0)
         ])?;
         last_written = Some(sync_id);
         results.push(result);
@@ -652,6 +705,30 @@ impl Storage for SqliteStorage {
                     collections: collections as u64,
                 })
             })
+        })
+        .await
+    }
+
+    async fn prune_mutations(
+        &self,
+        recorded_before: Timestamp,
+    ) -> Result<PruneReport, StorageError> {
+        self.run("prune mutations", "", move |inner| {
+            let before = to_sql(recorded_before.0);
+            let mut report = PruneReport::default();
+            // One transaction per batch: the writer lock is released in between, so pushes
+            // interleave with a long prune.
+            loop {
+                let deleted = inner.write(|tx| {
+                    Ok(tx
+                        .prepare_cached(PRUNE_MUTATIONS)?
+                        .execute(params![before, PRUNE_BATCH])?)
+                })?;
+                report.pruned += deleted as u64;
+                if deleted < PRUNE_BATCH {
+                    return Ok(report);
+                }
+            }
         })
         .await
     }

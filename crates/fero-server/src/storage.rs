@@ -8,7 +8,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use fero::SyncId;
+use fero::{SyncId, Timestamp};
 use fero_protocol::{Change, ChangeResult, Digest, Document};
 
 use crate::error::StorageError;
@@ -73,6 +73,13 @@ pub struct PurgeReport {
     pub collections: u64,
 }
 
+/// What [`Storage::prune_mutations`] removed.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Recorded answers (mutation ids) deleted.
+    pub pruned: u64,
+}
+
 /// Where rows live: the server's only state.
 ///
 /// # Contract
@@ -94,7 +101,10 @@ pub struct PurgeReport {
 /// - **Exactly once.** A written change's `(owner, device, seq)` is stored with its result in the
 ///   same transaction; a later change with that mutation id gets the stored result and writes
 ///   nothing. Conflicts write nothing and are not recorded, so a client may resend a conflicted
-///   change with the same mutation id on a new base.
+///   change with the same mutation id on a new base. Each stored answer carries the time it was
+///   recorded (the backend's clock, unix milliseconds) and is kept until
+///   [`prune_mutations`](Storage::prune_mutations) removes it; from then on that mutation id is
+///   new to the storage again.
 /// - **Tombstones.** A deletion keeps the row with `deleted = true`, its last data, a new version
 ///   and a new `sync_id`. [`purge_tombstones`](Storage::purge_tombstones) records a horizon; a
 ///   pull from a position above 0 and below it fails with [`StorageError::ResyncRequired`].
@@ -138,6 +148,31 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// A backend error; then nothing was purged.
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError>;
+
+    /// Deletes every stored push answer (mutation id and result) recorded before
+    /// `recorded_before` (unix milliseconds; an answer recorded exactly then stays), of every
+    /// owner. Rows are not touched: only the memory of which changes were already applied.
+    ///
+    /// # What a client experiences
+    /// A replay of a pruned mutation is treated as a new change. Its `base_version` is the one it
+    /// was made on, which its own acceptance made stale, so it is answered as a conflict carrying
+    /// the server's current row (a create of an id that now exists conflicts the same way), and
+    /// nothing is written. The client's conflict strategy then resolves it like any conflict:
+    /// the server's row is the client's own write (or a later one), so nothing is lost silently
+    /// and nothing is applied twice (versions only grow, so the stored version can never again
+    /// equal a base the change was accepted on). The one exception is a create (no base version)
+    /// whose row was since deleted and its tombstone purged: it finds no row and is written
+    /// again, as a new row.
+    ///
+    /// Backends may delete in several bounded transactions, so that pushes are not held up by
+    /// one long delete; the answers deleted before a failure stay deleted.
+    ///
+    /// # Errors
+    /// A backend error; the count of the batches that completed is lost with it.
+    async fn prune_mutations(
+        &self,
+        recorded_before: Timestamp,
+    ) -> Result<PruneReport, StorageError>;
 
     /// Writes `rows` in one transaction, each as a new version with a new `sync_id`, bypassing
     /// base versions and mutation ids: for demos and benchmarks that need many rows fast.

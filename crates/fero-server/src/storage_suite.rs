@@ -1,6 +1,7 @@
 //! The storage test suite, written once for every backend.
 //!
-//! Each function takes a fresh, empty storage, exercises one clause of the
+//! Each function takes a fresh, empty storage (the retention tests also take the
+//! [`ManualClock`] it stamps times with), exercises one clause of the
 //! [`Storage`] contract and panics (with a message naming the broken clause) when the backend
 //! breaks it. [`storage_suite_tests!`](crate::storage_suite_tests) turns the whole suite into
 //! `#[tokio::test]`s for a backend:
@@ -8,24 +9,89 @@
 //! ```no_run
 //! // tests/storage_suite_sqlite.rs; tests/storage_suite_postgres.rs looks the same, with
 //! // `optional` before the factory so that it skips when no PostgreSQL server is configured.
-//! fero_server::storage_suite_tests!(|| async {
-//!     let storage = fero_server::SqliteStorage::open_in_memory()?;
+//! fero_server::storage_suite_tests!(|clock: fero_server::storage_suite::ManualClock| async move {
+//!     let clock = std::sync::Arc::new(clock);
+//!     let storage = fero_server::SqliteStorage::open_with_clock(":memory:", clock)?;
 //!     Ok::<_, fero_server::StorageError>((storage, ()))
 //! });
 //! # fn main() {}
 //! ```
-//! The factory returns the storage and a guard kept alive for the test (a temporary directory,
-//! say).
+//! The factory gets the test's [`ManualClock`], which the storage must stamp times with (the
+//! retention tests move it), and returns the storage and a guard kept alive for the test (a
+//! temporary directory, say).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use fero::{SyncId, Version};
+use fero::{Clock, SyncId, Timestamp, Version};
 use fero_protocol::{Change, ChangeOutcome, ChangeResult, Document, MutationId};
 use serde_json::json;
 
 use crate::error::StorageError;
 use crate::storage::{SeedRow, Storage};
 use crate::user::UserId;
+
+/// A wall clock that moves only when told: the suite's backends stamp `updated_at` and the
+/// `recorded_at` of push answers with it, so the retention tests set the time instead of
+/// waiting for it.
+///
+/// Clones share one time.
+///
+/// # Examples
+/// ```
+/// use fero::Clock;
+/// use fero_server::storage_suite::ManualClock;
+///
+/// let clock = ManualClock::new();
+/// let start = clock.now();
+/// clock.advance(std::time::Duration::from_secs(2));
+/// assert_eq!(clock.now().0, start.0 + 2_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    millis: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// What a new clock shows: 2023-11-14 22:13:20 UTC (any fixed, plausible instant would do).
+    pub const START: Timestamp = Timestamp(1_700_000_000_000);
+
+    /// A clock showing [`START`](Self::START).
+    pub fn new() -> Self {
+        ManualClock {
+            millis: Arc::new(AtomicU64::new(Self::START.0)),
+        }
+    }
+
+    /// Sets the time (it may go backwards: it is a wall clock).
+    pub fn set(&self, now: Timestamp) {
+        self.millis.store(now.0, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `by`, to the millisecond.
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        // `fetch_update` with an infallible closure never returns `Err`.
+        let _ = self
+            .millis
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.millis.load(Ordering::SeqCst))
+    }
+}
 
 /// A change on `base` with mutation id `device/seq`.
 fn change(id: &str, base: Option<u64>, device: &str, seq: u64, data: serde_json::Value) -> Change {
@@ -628,6 +694,144 @@ pub async fn purging_tombstones_sets_a_horizon<S: Storage>(storage: S) -> Result
     Ok(())
 }
 
+/// A replay is answered from its stored answer until [`Storage::prune_mutations`] removes it;
+/// after that it is a new change whose stale base version makes it a conflict carrying the
+/// server's current row, and it writes nothing. Answers recorded at or after the cut-off stay.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_replay_after_its_answer_was_pruned_is_a_conflict<S: Storage>(
+    storage: S,
+    clock: ManualClock,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let create = change("n", None, "phone", 1, json!("v1"));
+    let created = storage.push(&alice, "notes", vec![create.clone()]).await?;
+    let created_at = clock.now();
+    clock.advance(Duration::from_secs(60));
+    let update = change("n", Some(1), "phone", 2, json!("v2"));
+    let updated = storage.push(&alice, "notes", vec![update.clone()]).await?;
+    let (version, sync_id) = accepted(&updated.results[0]);
+
+    let replay = storage.push(&alice, "notes", vec![create.clone()]).await?;
+    assert_eq!(
+        replay.results, created.results,
+        "before pruning, a replay gets the original answer"
+    );
+
+    let report = storage.prune_mutations(Timestamp(created_at.0 + 1)).await?;
+    assert_eq!(
+        report.pruned, 1,
+        "the cut-off lies between the two answers: only the create's goes"
+    );
+    let replay = storage.push(&alice, "notes", vec![create]).await?;
+    let server = conflict(&replay.results[0])
+        .expect("a pruned create of an id that exists conflicts with the row");
+    assert_eq!(
+        (server.version, server.sync_id, &server.data),
+        (version, sync_id, &json!("v2")),
+        "the conflict carries the server's current row"
+    );
+    assert_eq!(replay.last_written, None, "a pruned replay writes nothing");
+    let replay = storage.push(&alice, "notes", vec![update.clone()]).await?;
+    assert_eq!(
+        replay.results, updated.results,
+        "an answer recorded after the cut-off is kept"
+    );
+
+    clock.advance(Duration::from_secs(60));
+    let report = storage.prune_mutations(clock.now()).await?;
+    assert_eq!(report.pruned, 1, "now the update's answer goes too");
+    let replay = storage.push(&alice, "notes", vec![update]).await?;
+    let server = conflict(&replay.results[0]).expect("base 1 is stale: a conflict");
+    assert_eq!(
+        (server.version, &server.data),
+        (version, &json!("v2")),
+        "the client is shown its own write as the server's state"
+    );
+    let rows = pull_all(&storage, &alice, "notes", 10).await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].version, rows[0].sync_id),
+        (version, sync_id),
+        "replays of pruned mutations wrote nothing"
+    );
+    Ok(())
+}
+
+/// [`Storage::prune_mutations`] deletes the answers recorded before the cut-off, of every
+/// owner, and reports how many; an answer recorded exactly at the cut-off or later stays,
+/// conflicts were never recorded, and pruning again finds nothing.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn pruning_removes_only_answers_recorded_before_the_cut_off<S: Storage>(
+    storage: S,
+    clock: ManualClock,
+) -> Result<(), StorageError> {
+    let (alice, bob) = (UserId::new("alice"), UserId::new("bob"));
+    let old = clock.now();
+    storage
+        .push(
+            &alice,
+            "notes",
+            vec![
+                change("a", None, "d", 1, json!(1)),
+                change("b", None, "d", 2, json!(2)),
+            ],
+        )
+        .await?;
+    storage
+        .push(&bob, "notes", vec![change("a", None, "d", 1, json!(1))])
+        .await?;
+    let refused = storage
+        .push(&alice, "notes", vec![change("a", None, "e", 1, json!(9))])
+        .await?;
+    conflict(&refused.results[0]);
+    clock.advance(Duration::from_millis(1));
+    let recent = clock.now();
+    let kept = change("c", None, "d", 3, json!(3));
+    let kept_answer = storage.push(&alice, "notes", vec![kept.clone()]).await?;
+
+    assert_eq!(
+        storage.prune_mutations(old).await?.pruned,
+        0,
+        "an answer recorded exactly at the cut-off stays"
+    );
+    assert_eq!(
+        storage.prune_mutations(recent).await?.pruned,
+        3,
+        "alice's two answers and bob's one; the conflict was never recorded"
+    );
+    assert_eq!(
+        storage.prune_mutations(recent).await?.pruned,
+        0,
+        "nothing left before the cut-off"
+    );
+    let replay = storage.push(&alice, "notes", vec![kept]).await?;
+    assert_eq!(
+        replay.results, kept_answer.results,
+        "the recent answer stays"
+    );
+    let bobs_replay = storage
+        .push(&bob, "notes", vec![change("a", None, "d", 1, json!(1))])
+        .await?;
+    let server = conflict(&bobs_replay.results[0]).expect("bob's answer was pruned too");
+    assert_eq!(server.version, Version(1));
+    assert_eq!(
+        storage.prune_mutations(Timestamp(u64::MAX)).await?.pruned,
+        1,
+        "a cut-off beyond every time removes the rest"
+    );
+    Ok(())
+}
+
 /// Several pushes on one base at the same moment: exactly one is accepted, the others
 /// conflict with it.
 ///
@@ -687,15 +891,21 @@ pub async fn concurrent_pushes_on_one_base_accept_exactly_one<S: Storage>(
 
 /// Generates one `#[tokio::test]` per function of [`storage_suite`](crate::storage_suite).
 ///
-/// The argument is a factory: `|| async { Ok((storage, guard)) }` with an error type that
-/// converts into `Box<dyn Error + Send + Sync>`; `guard` is kept alive until the test ends.
+/// The argument is a factory: `|clock: ManualClock| async move { Ok((storage, guard)) }` with an
+/// error type that converts into `Box<dyn Error + Send + Sync>`. The storage must stamp its
+/// times with `clock` (a [`ManualClock`](crate::storage_suite::ManualClock), given as `Arc::new(clock)` to `open_with_clock` or a
+/// builder's `clock`); `guard` is kept alive until the test ends.
 ///
 /// For a backend that needs a service which may be missing (a PostgreSQL server), write
-/// `storage_suite_tests!(optional || async { Ok(Some((storage, guard))) })`: a factory that
-/// answers `Ok(None)` makes each test return early (the factory prints why).
+/// `storage_suite_tests!(optional |clock: ManualClock| async move { Ok(Some((storage, guard))) })`:
+/// a factory that answers `Ok(None)` makes each test return early (the factory prints why).
 #[macro_export]
 macro_rules! storage_suite_tests {
     (@names $mode:ident $make:expr) => {
+        $crate::storage_suite_tests!(@clocked $mode $make;
+            a_replay_after_its_answer_was_pruned_is_a_conflict,
+            pruning_removes_only_answers_recorded_before_the_cut_off,
+        );
         $crate::storage_suite_tests!(@tests $mode $make;
             pushed_rows_are_pulled_back_in_sync_id_order,
             each_accepted_write_raises_the_version_by_one,
@@ -713,24 +923,38 @@ macro_rules! storage_suite_tests {
             concurrent_pushes_on_one_base_accept_exactly_one,
         );
     };
-    (@tests required $make:expr; $($name:ident),* $(,)?) => {
+    (@make required $make:expr, $clock:expr) => {
+        ::std::option::Option::Some(($make)($clock).await?)
+    };
+    (@make optional $make:expr, $clock:expr) => {
+        ($make)($clock).await?
+    };
+    (@tests $mode:ident $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() -> ::std::result::Result<(), ::std::boxed::Box<dyn ::std::error::Error + Send + Sync>> {
-                let (storage, _guard) = ($make)().await?;
+                let clock = $crate::storage_suite::ManualClock::new();
+                let ::std::option::Option::Some((storage, _guard)) =
+                    $crate::storage_suite_tests!(@make $mode $make, clock)
+                else {
+                    return Ok(());
+                };
                 $crate::storage_suite::$name(storage).await?;
                 Ok(())
             }
         )*
     };
-    (@tests optional $make:expr; $($name:ident),* $(,)?) => {
+    (@clocked $mode:ident $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() -> ::std::result::Result<(), ::std::boxed::Box<dyn ::std::error::Error + Send + Sync>> {
-                let ::std::option::Option::Some((storage, _guard)) = ($make)().await? else {
+                let clock = $crate::storage_suite::ManualClock::new();
+                let ::std::option::Option::Some((storage, _guard)) =
+                    $crate::storage_suite_tests!(@make $mode $make, clock.clone())
+                else {
                     return Ok(());
                 };
-                $crate::storage_suite::$name(storage).await?;
+                $crate::storage_suite::$name(storage, clock).await?;
                 Ok(())
             }
         )*

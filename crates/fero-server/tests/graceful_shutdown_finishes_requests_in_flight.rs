@@ -11,8 +11,8 @@ use axum::http::{Method, StatusCode};
 use fero::SyncId;
 use fero_protocol::{Change, Digest, PushResponse};
 use fero_server::{
-    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage, Storage,
-    StorageError, UserId,
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage,
+    Storage, StorageError, UserId,
 };
 use serde_json::json;
 use support::{
@@ -59,6 +59,12 @@ impl Storage for GatedStorage {
     }
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.inner.purge_tombstones(before).await
+    }
+    async fn prune_mutations(
+        &self,
+        recorded_before: fero::Timestamp,
+    ) -> Result<PruneReport, StorageError> {
+        self.inner.prune_mutations(recorded_before).await
     }
     async fn seed(
         &self,

@@ -1,13 +1,57 @@
 //! Schema migrations at connect time: idempotent, safe when several server processes start at
-//! once on an empty database, refusing a newer schema; and connection errors that say what to
-//! fix.
+//! once on an empty database, upgrading a database of an older version with its rows, refusing
+//! a newer schema; and connection errors that say what to fix.
 
 mod support;
 
-use fero::SyncId;
+use std::sync::Arc;
+
+use fero::{Clock, SyncId, Timestamp, Version};
+use fero_protocol::{ChangeOutcome, ChangeResult, MutationId};
+use fero_server::storage_suite::ManualClock;
 use fero_server::{PostgresStorage, SeedRow, Storage, StorageError, UserId};
 use serde_json::json;
 use support::postgres::TestDatabase;
+
+/// The schema of version 1 (before `fero_mutations.recorded_at`), as released.
+const VERSION_1: &str = "
+CREATE TABLE fero_schema_migrations (
+    version     INTEGER     NOT NULL PRIMARY KEY,
+    description TEXT        NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE fero_rows (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    version    BIGINT  NOT NULL,
+    sync_id    BIGINT  NOT NULL,
+    updated_at BIGINT  NOT NULL,
+    deleted    BOOLEAN NOT NULL DEFAULT FALSE,
+    data       TEXT    NOT NULL,
+    PRIMARY KEY (owner, collection, id)
+);
+CREATE INDEX fero_rows_feed ON fero_rows (owner, collection, sync_id);
+CREATE TABLE fero_mutations (
+    owner  TEXT   NOT NULL,
+    device TEXT   NOT NULL,
+    seq    BIGINT NOT NULL,
+    result TEXT   NOT NULL,
+    PRIMARY KEY (owner, device, seq)
+);
+CREATE TABLE fero_counters (
+    owner TEXT   NOT NULL PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE fero_horizons (
+    owner      TEXT   NOT NULL,
+    collection TEXT   NOT NULL,
+    sync_id    BIGINT NOT NULL,
+    PRIMARY KEY (owner, collection)
+);
+INSERT INTO fero_schema_migrations (version, description)
+    VALUES (1, 'rows, mutations, per-user counters, purge horizons');
+";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_starting_at_once_apply_each_migration_once() {
@@ -33,7 +77,11 @@ async fn servers_starting_at_once_apply_each_migration_once() {
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    assert_eq!(applied, [(1, 1)], "each migration recorded exactly once");
+    assert_eq!(
+        applied,
+        [(1, 1), (2, 1)],
+        "each migration recorded exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +109,178 @@ async fn rows_and_the_counter_survive_a_restart() {
     );
     let page = storage.pull(&alice, "items", SyncId(0), 10).await.unwrap();
     assert_eq!(page.items.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_migrates_and_keeps_its_push_answers() {
+    let Some(database) = TestDatabase::create("from_v1").await else {
+        return;
+    };
+    // What a version 1 server left: one row, its counter, and the answer to the push that
+    // wrote it.
+    let answer = ChangeResult {
+        id: "n".to_owned(),
+        mutation_id: MutationId::new("phone", 1),
+        outcome: ChangeOutcome::Accepted {
+            version: Version(1),
+            sync_id: SyncId(1),
+        },
+    };
+    let client = database.client().await;
+    client.batch_execute(VERSION_1).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO fero_rows (owner, collection, id, version, sync_id, updated_at, data)
+             VALUES ('alice', 'notes', 'n', 1, 1, 1000, '\"v1\"')",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO fero_counters (owner, value) VALUES ('alice', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO fero_mutations (owner, device, seq, result) VALUES ('alice', 'phone', 1, $1)",
+            &[&serde_json::to_string(&answer).unwrap()],
+        )
+        .await
+        .unwrap();
+
+    let clock = ManualClock::new();
+    let migrated_at = clock.now();
+    let storage = PostgresStorage::builder(&database.url)
+        .clock(Arc::new(clock.clone()))
+        .connect()
+        .await
+        .expect("a version 1 database opens and migrates");
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM fero_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    let recorded_at: i64 = client
+        .query_one(
+            "SELECT recorded_at FROM fero_mutations WHERE device = 'phone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded_at,
+        i64::try_from(migrated_at.0).unwrap(),
+        "an answer from before the migration counts as recorded at the migration"
+    );
+    // A version 1 process still running during a rolling upgrade inserts answers without
+    // `recorded_at`: they are stamped by the database's clock, not refused.
+    client
+        .execute(
+            "INSERT INTO fero_mutations (owner, device, seq, result) VALUES ('alice', 'old', 1, '{}')",
+            &[],
+        )
+        .await
+        .expect("a version 1 insert still works");
+    let stamped: i64 = client
+        .query_one(
+            "SELECT recorded_at FROM fero_mutations WHERE device = 'old'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let system_now = fero::SystemClock.now().0;
+    assert!(
+        stamped.unsigned_abs().abs_diff(system_now) < 3_600_000,
+        "stamped with the database's time ({stamped}), not the migration's"
+    );
+    client
+        .execute("DELETE FROM fero_mutations WHERE device = 'old'", &[])
+        .await
+        .unwrap();
+
+    let alice = UserId::new("alice");
+    let replay = fero_protocol::Change {
+        id: "n".to_owned(),
+        base_version: None,
+        mutation_id: MutationId::new("phone", 1),
+        deleted: false,
+        data: json!("v1"),
+    };
+    let outcome = storage
+        .push(&alice, "notes", vec![replay.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.results,
+        [answer],
+        "the old answer survived the migration"
+    );
+    let page = storage.pull(&alice, "notes", SyncId(0), 10).await.unwrap();
+    assert_eq!(page.items.len(), 1, "the row survived the migration");
+    assert_eq!(page.items[0].data, json!("v1"));
+
+    assert_eq!(
+        storage.prune_mutations(migrated_at).await.unwrap().pruned,
+        0,
+        "kept for a full retention period from the migration"
+    );
+    assert_eq!(
+        storage
+            .prune_mutations(Timestamp(migrated_at.0 + 1))
+            .await
+            .unwrap()
+            .pruned,
+        1
+    );
+    let outcome = storage.push(&alice, "notes", vec![replay]).await.unwrap();
+    assert!(
+        matches!(outcome.results[0].outcome, ChangeOutcome::Conflict { .. }),
+        "once pruned, the replay is a new change: {outcome:?}"
+    );
+
+    // Connecting again finds nothing to migrate.
+    PostgresStorage::connect(&database.url).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_a_large_backlog_takes_several_batches() {
+    let Some(database) = TestDatabase::create("prune_backlog").await else {
+        return;
+    };
+    let storage = PostgresStorage::connect(&database.url).await.unwrap();
+    // More answers than one batch deletes (10,000), and one recorded after the cut-off.
+    database
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO fero_mutations (owner, device, seq, result, recorded_at)
+             SELECT 'alice', 'phone', n, '{}', 1000 FROM generate_series(1, 25003) AS n;
+             INSERT INTO fero_mutations (owner, device, seq, result, recorded_at)
+             VALUES ('alice', 'phone', 0, '{}', 2000);",
+        )
+        .await
+        .unwrap();
+    let report = storage.prune_mutations(Timestamp(2000)).await.unwrap();
+    assert_eq!(report.pruned, 25_003);
+    let left: i64 = database
+        .client()
+        .await
+        .query_one("SELECT COUNT(*) FROM fero_mutations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "the answer recorded at the cut-off stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,14 +3,17 @@
 
 mod support;
 
+use fero_server::storage_suite::ManualClock;
+
 fero_server::storage_suite_tests!(
     optional
-        || async {
+        |clock: ManualClock| async move {
             let Some(database) = support::postgres::TestDatabase::create("suite").await else {
                 return Ok(None);
             };
             let storage = fero_server::PostgresStorage::builder(&database.url)
                 .pool_size(4)
+                .clock(std::sync::Arc::new(clock))
                 .connect()
                 .await?;
             Ok::<_, fero_server::StorageError>(Some((storage, database)))

@@ -2,16 +2,24 @@
 //! file in WAL mode (where reads run on their own connections).
 
 mod in_memory {
-    fero_server::storage_suite_tests!(|| async {
-        let storage = fero_server::SqliteStorage::open_in_memory()?;
+    use fero_server::storage_suite::ManualClock;
+
+    fero_server::storage_suite_tests!(|clock: ManualClock| async move {
+        let storage =
+            fero_server::SqliteStorage::open_with_clock(":memory:", std::sync::Arc::new(clock))?;
         Ok::<_, fero_server::StorageError>((storage, ()))
     });
 }
 
 mod on_a_file {
-    fero_server::storage_suite_tests!(|| async {
+    use fero_server::storage_suite::ManualClock;
+
+    fero_server::storage_suite_tests!(|clock: ManualClock| async move {
         let dir = tempfile::tempdir()?;
-        let storage = fero_server::SqliteStorage::open(dir.path().join("sync.db"))?;
+        let storage = fero_server::SqliteStorage::open_with_clock(
+            dir.path().join("sync.db"),
+            std::sync::Arc::new(clock),
+        )?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((storage, dir))
     });
 }

@@ -1,0 +1,219 @@
+//! SQLite schema versions (`PRAGMA user_version`): a file of version 1, written before push
+//! answers carried `recorded_at`, opens, migrates once and keeps its rows and answers; a newer
+//! version is refused; a large backlog of old answers is pruned in several batches.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fero::{Clock, SyncId, Timestamp, Version};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, MutationId};
+use fero_server::storage_suite::ManualClock;
+use fero_server::{SqliteStorage, Storage, StorageError, UserId};
+use rusqlite::Connection;
+use serde_json::json;
+
+/// The schema of version 1, as released.
+const VERSION_1: &str = "
+CREATE TABLE rows (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    data       TEXT    NOT NULL,
+    UNIQUE (owner, collection, id)
+);
+CREATE INDEX rows_feed ON rows (owner, collection, sync_id);
+CREATE TABLE mutations (
+    owner  TEXT    NOT NULL,
+    device TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    result TEXT    NOT NULL,
+    PRIMARY KEY (owner, device, seq)
+) WITHOUT ROWID;
+CREATE TABLE counters (
+    owner TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE horizons (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    PRIMARY KEY (owner, collection)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+";
+
+/// The answer a version 1 server stored for the push that created row `n`.
+fn original_answer() -> ChangeResult {
+    ChangeResult {
+        id: "n".to_owned(),
+        mutation_id: MutationId::new("phone", 1),
+        outcome: ChangeOutcome::Accepted {
+            version: Version(1),
+            sync_id: SyncId(1),
+        },
+    }
+}
+
+/// A file as a version 1 server left it: row `n`, its counter, and the push answer.
+fn write_version_1(path: &Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(VERSION_1).unwrap();
+    conn.execute(
+        "INSERT INTO rows (owner, collection, id, version, sync_id, updated_at, data)
+         VALUES ('alice', 'notes', 'n', 1, 1, 1000, '\"v1\"')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO counters (owner, value) VALUES ('alice', 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO mutations (owner, device, seq, result) VALUES ('alice', 'phone', 1, ?1)",
+        [serde_json::to_string(&original_answer()).unwrap()],
+    )
+    .unwrap();
+}
+
+fn user_version(path: &Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// The create that row `n` came from, as its device would replay it.
+fn replay() -> Change {
+    Change {
+        id: "n".to_owned(),
+        base_version: None,
+        mutation_id: MutationId::new("phone", 1),
+        deleted: false,
+        data: json!("v1"),
+    }
+}
+
+#[tokio::test]
+async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    write_version_1(&path);
+
+    let clock = ManualClock::new();
+    let migrated_at = clock.now();
+    let storage = SqliteStorage::open_with_clock(&path, Arc::new(clock.clone()))
+        .expect("a version 1 file opens and migrates");
+    assert_eq!(user_version(&path), 2);
+    let recorded_at: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT recorded_at FROM mutations WHERE device = 'phone'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        recorded_at,
+        i64::try_from(migrated_at.0).unwrap(),
+        "an answer from before the migration counts as recorded at the migration"
+    );
+
+    let alice = UserId::new("alice");
+    let outcome = storage.push(&alice, "notes", vec![replay()]).await.unwrap();
+    assert_eq!(
+        outcome.results,
+        [original_answer()],
+        "the old answer survived the migration"
+    );
+    let page = storage.pull(&alice, "notes", SyncId(0), 10).await.unwrap();
+    assert_eq!(page.items.len(), 1, "the row survived the migration");
+    assert_eq!(page.items[0].data, json!("v1"));
+
+    // A new push records its own time, not the migration's.
+    clock.advance(std::time::Duration::from_secs(5));
+    let update = Change {
+        base_version: Some(Version(1)),
+        mutation_id: MutationId::new("phone", 2),
+        data: json!("v2"),
+        ..replay()
+    };
+    storage.push(&alice, "notes", vec![update]).await.unwrap();
+
+    assert_eq!(
+        storage.prune_mutations(migrated_at).await.unwrap().pruned,
+        0,
+        "kept for a full retention period from the migration"
+    );
+    assert_eq!(
+        storage
+            .prune_mutations(Timestamp(migrated_at.0 + 1))
+            .await
+            .unwrap()
+            .pruned,
+        1,
+        "only the migrated answer is older than the cut-off"
+    );
+    let outcome = storage.push(&alice, "notes", vec![replay()]).await.unwrap();
+    match &outcome.results[0].outcome {
+        ChangeOutcome::Conflict { server: Some(row) } => {
+            assert_eq!((row.version, &row.data), (Version(2), &json!("v2")));
+        }
+        other => panic!("once pruned, the replay is a new change and conflicts: {other:?}"),
+    }
+    drop(storage);
+
+    let reopened = SqliteStorage::open(&path).expect("a version 2 file reopens");
+    assert_eq!(user_version(&path), 2);
+    assert_eq!(reopened.digest(&alice, "notes").await.unwrap().count(), 1);
+}
+
+#[test]
+fn a_file_with_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99;")
+        .unwrap();
+    match SqliteStorage::open(&path) {
+        Err(error @ StorageError::Open { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("99") && message.contains("newer fero-server"),
+                "{message}"
+            );
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+    assert_eq!(user_version(&path), 99, "a refused file is left as it was");
+}
+
+#[tokio::test]
+async fn pruning_a_large_backlog_takes_several_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    let storage = SqliteStorage::open(&path).unwrap();
+    // More answers than one batch deletes (10,000), and one recorded at the cut-off.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "WITH RECURSIVE n(seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM n WHERE seq < 25003)
+             INSERT INTO mutations (owner, device, seq, result, recorded_at)
+                 SELECT 'alice', 'phone', seq, '{}', 1000 FROM n;
+             INSERT INTO mutations (owner, device, seq, result, recorded_at)
+                 VALUES ('alice', 'phone', 0, '{}', 2000);",
+        )
+        .unwrap();
+    let report = storage.prune_mutations(Timestamp(2000)).await.unwrap();
+    assert_eq!(report.pruned, 25_003);
+    let left: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM mutations", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "the answer recorded at the cut-off stays");
+}
