@@ -7,6 +7,9 @@
 //! same index and version always give the same item, another version gives other content (an
 //! edit).
 
+use std::fmt;
+use std::sync::Arc;
+
 use fero::{LocalItem, ServerItem, SyncId, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
@@ -62,14 +65,25 @@ impl BenchItem {
     /// ```
     pub fn generate(index: u64, version: Version, sync_id: SyncId) -> BenchItem {
         let mut random = SplitMix64::new(index.wrapping_mul(0x9E37_79B9).wrapping_add(version.0));
+        // All text is written into one stack buffer and checked as UTF-8 once; each field then
+        // costs exactly one allocation of its final size (no zeroed or regrown buffers).
+        let mut text = [0u8; TEXT_LEN];
+        let (name, rest) = text.split_at_mut(NAME_LEN);
+        let (email, body) = rest.split_at_mut(EMAIL_LEN);
+        fill_name(&mut random, name);
+        fill_email(&mut random, email);
+        fill_body(&mut random, body);
+        let text = std::str::from_utf8(&text).expect("generated text uses ASCII alphabets only");
+        let (name, rest) = text.split_at(NAME_LEN);
+        let (email, body) = rest.split_at(EMAIL_LEN);
         BenchItem {
             id: item_id(index),
             sync_id,
             version,
             updated_at: Timestamp(EPOCH_MILLIS + index * 1_000),
-            name: name(&mut random),
-            email: email(&mut random),
-            body: body(&mut random),
+            name: name.to_owned(),
+            email: email.to_owned(),
+            body: body.to_owned(),
         }
     }
 }
@@ -90,6 +104,9 @@ impl ServerItem for BenchItem {
 }
 
 /// An item as the local store holds it: the server's fields plus the state of a local edit.
+///
+/// Its text lives in a shared, immutable [`DocText`], so listing a pending edit costs one
+/// allocation (the id) and a clone one (the id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BenchDoc {
     /// The id.
@@ -105,12 +122,148 @@ pub struct BenchDoc {
     /// When it was last written (informational).
     #[serde(with = "rfc3339")]
     pub updated_at: Timestamp,
-    /// 20 characters.
-    pub name: String,
-    /// 30 characters.
-    pub email: String,
-    /// 100 characters.
-    pub body: String,
+    /// Name, email and body (serialised as three fields of the document).
+    #[serde(flatten)]
+    pub text: DocText,
+}
+
+impl BenchDoc {
+    /// The name (20 characters when generated).
+    pub fn name(&self) -> &str {
+        self.text.name()
+    }
+
+    /// The email (30 characters when generated).
+    pub fn email(&self) -> &str {
+        self.text.email()
+    }
+
+    /// The body (100 characters when generated).
+    pub fn body(&self) -> &str {
+        self.text.body()
+    }
+}
+
+/// A document's name, email and body: a span of an immutable buffer that clones share, and that
+/// the documents listed together share (see [`CompactStore::modified`]).
+///
+/// [`CompactStore::modified`]: crate::store::CompactStore::modified
+///
+/// # Examples
+/// ```
+/// use fero_bench::data::DocText;
+/// let text = DocText::new("Ada Lovelace", "ada@example.com", "hello");
+/// assert_eq!((text.name(), text.email(), text.body()), ("Ada Lovelace", "ada@example.com", "hello"));
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "TextFields", into = "TextFields")]
+pub struct DocText {
+    /// The buffer: name, email and body lie side by side in `start..end`.
+    joined: Arc<str>,
+    start: usize,
+    name_end: usize,
+    email_end: usize,
+    end: usize,
+}
+
+impl DocText {
+    /// The text of three fields, in a buffer of its own.
+    pub fn new(name: &str, email: &str, body: &str) -> DocText {
+        let mut joined = String::with_capacity(name.len() + email.len() + body.len());
+        for part in [name, email, body] {
+            joined.push_str(part);
+        }
+        let end = joined.len();
+        DocText::shared(&Arc::from(joined), 0, [name.len(), email.len()], end)
+    }
+
+    /// The fields lying in `joined[start..end]`: `name_len` bytes of name, `email_len` of email,
+    /// then the body.
+    ///
+    /// # Panics
+    /// When the lengths do not split `joined` on character boundaries.
+    pub(crate) fn shared(
+        joined: &Arc<str>,
+        start: usize,
+        [name_len, email_len]: [usize; 2],
+        end: usize,
+    ) -> DocText {
+        let name_end = start + name_len;
+        let email_end = name_end + email_len;
+        assert!(
+            email_end <= end
+                && [start, name_end, email_end, end]
+                    .iter()
+                    .all(|&at| joined.is_char_boundary(at)),
+            "a document's field lengths must split its text on character boundaries"
+        );
+        DocText {
+            joined: Arc::clone(joined),
+            start,
+            name_end,
+            email_end,
+            end,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.joined[self.start..self.name_end]
+    }
+
+    /// The email.
+    pub fn email(&self) -> &str {
+        &self.joined[self.name_end..self.email_end]
+    }
+
+    /// The body.
+    pub fn body(&self) -> &str {
+        &self.joined[self.email_end..self.end]
+    }
+}
+
+impl PartialEq for DocText {
+    fn eq(&self, other: &DocText) -> bool {
+        self.joined[self.start..self.end] == other.joined[other.start..other.end]
+            && self.name_end - self.start == other.name_end - other.start
+            && self.email_end - self.start == other.email_end - other.start
+    }
+}
+
+impl Eq for DocText {}
+
+impl fmt::Debug for DocText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DocText")
+            .field("name", &self.name())
+            .field("email", &self.email())
+            .field("body", &self.body())
+            .finish()
+    }
+}
+
+/// [`DocText`] as it is serialised: three string fields.
+#[derive(Clone, Serialize, Deserialize)]
+struct TextFields {
+    name: String,
+    email: String,
+    body: String,
+}
+
+impl From<TextFields> for DocText {
+    fn from(fields: TextFields) -> DocText {
+        DocText::new(&fields.name, &fields.email, &fields.body)
+    }
+}
+
+impl From<DocText> for TextFields {
+    fn from(text: DocText) -> TextFields {
+        TextFields {
+            name: text.name().to_owned(),
+            email: text.email().to_owned(),
+            body: text.body().to_owned(),
+        }
+    }
 }
 
 impl LocalItem for BenchDoc {
@@ -130,48 +283,48 @@ impl LocalItem for BenchDoc {
 
 /// `item-` and the index, zero-padded to 7 digits (wider for indices of 10 million and more).
 pub fn item_id(index: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+    const PREFIX: &[u8] = b"item-";
+    // "item-" and at most 20 digits (u64::MAX has 20).
+    let mut id = [0u8; 25];
+    let mut at = id.len();
     let mut rest = index;
-    while rest > 0 || digits.len() - at < 7 {
+    while rest > 0 || id.len() - at < 7 {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
+        id[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    let mut id = String::with_capacity(5 + digits.len() - at);
-    id.push_str("item-");
-    id.extend(digits[at..].iter().map(|&b| char::from(b)));
-    id
+    at -= PREFIX.len();
+    id[at..at + PREFIX.len()].copy_from_slice(PREFIX);
+    std::str::from_utf8(&id[at..])
+        .expect("an id is ASCII digits after an ASCII prefix")
+        .to_owned()
 }
 
-fn name(random: &mut SplitMix64) -> String {
+/// Bytes of generated text per item: name, email and body.
+const TEXT_LEN: usize = NAME_LEN + EMAIL_LEN + BODY_LEN;
+
+fn fill_name(random: &mut SplitMix64, out: &mut [u8]) {
     // "Xxxxxxxxx Yyyyyyyyyy": two capitalised words, 9 + 1 + 10 characters.
-    let mut bytes = random.letters(NAME_LEN, 0);
-    bytes[0] = bytes[0].to_ascii_uppercase();
-    bytes[9] = b' ';
-    bytes[10] = bytes[10].to_ascii_uppercase();
-    ascii(bytes)
+    random.letters(out);
+    out[0] = out[0].to_ascii_uppercase();
+    out[9] = b' ';
+    out[10] = out[10].to_ascii_uppercase();
 }
 
-fn email(random: &mut SplitMix64) -> String {
-    let mut bytes = random.letters(EMAIL_LEN - EMAIL_DOMAIN.len(), EMAIL_DOMAIN.len());
-    bytes.extend_from_slice(EMAIL_DOMAIN.as_bytes());
-    ascii(bytes)
+fn fill_email(random: &mut SplitMix64, out: &mut [u8]) {
+    let (local, domain) = out.split_at_mut(EMAIL_LEN - EMAIL_DOMAIN.len());
+    random.letters(local);
+    domain.copy_from_slice(EMAIL_DOMAIN.as_bytes());
 }
 
-fn body(random: &mut SplitMix64) -> String {
-    let mut bytes = random.bytes(BODY_LEN, 0);
-    for b in &mut bytes {
+fn fill_body(random: &mut SplitMix64, out: &mut [u8]) {
+    random.bytes(out);
+    for b in out {
         // Multiply-shift maps a random byte onto 0..TEXT_SYMBOLS without a division; written as
         // a select so the loop vectorises.
         let symbol = ((u16::from(*b) * TEXT_SYMBOLS) >> 8) as u8;
         *b = if symbol >= 26 { b' ' } else { b'a' + symbol };
     }
-    ascii(bytes)
-}
-
-fn ascii(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).expect("generated text uses ASCII alphabets only")
 }
 
 /// SplitMix64: tiny, fast and good enough to make text that is not a constant.
@@ -190,24 +343,20 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// `len` random bytes, in a vector with room for `spare` more.
-    fn bytes(&mut self, len: usize, spare: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        out.reserve_exact(spare);
+    /// Fills `out` with random bytes, eight per step.
+    fn bytes(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
             let word = self.next().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
-        out
     }
 
-    /// `len` random lowercase letters, in a vector with room for `spare` more.
-    fn letters(&mut self, len: usize, spare: usize) -> Vec<u8> {
-        let mut out = self.bytes(len, spare);
-        for b in &mut out {
+    /// Fills `out` with random lowercase letters.
+    fn letters(&mut self, out: &mut [u8]) {
+        self.bytes(out);
+        for b in out {
             *b = b'a' + ((u16::from(*b) * 26) >> 8) as u8;
         }
-        out
     }
 }
 
@@ -271,5 +420,32 @@ mod tests {
         assert_eq!(json["updated_at"], "2024-01-01T00:00:01.000Z");
         let back: BenchItem = serde_json::from_value(json).unwrap();
         assert_eq!(back, item);
+    }
+
+    #[test]
+    fn documents_serialise_their_text_as_three_fields_and_read_back() {
+        let doc = BenchDoc {
+            id: "item-0000001".into(),
+            version: Version(2),
+            base_version: Some(Version(1)),
+            modified: true,
+            deleted: false,
+            updated_at: Timestamp(EPOCH_MILLIS),
+            text: DocText::new("Ada Lovelace", "ada@example.com", "hello"),
+        };
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["name"], "Ada Lovelace");
+        assert_eq!(json["email"], "ada@example.com");
+        assert_eq!(json["body"], "hello");
+        let back: BenchDoc = serde_json::from_value(json).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn texts_are_equal_by_content_whatever_buffer_holds_them() {
+        let shared: Arc<str> = Arc::from("xxAdaada@x.orghelloyy");
+        let inside = DocText::shared(&shared, 2, [3, 9], 19);
+        assert_eq!(inside, DocText::new("Ada", "ada@x.org", "hello"));
+        assert_ne!(inside, DocText::new("Ad", "aada@x.org", "hello"));
     }
 }

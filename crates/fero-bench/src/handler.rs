@@ -95,10 +95,7 @@ impl InitialSyncHandler for StoreHandler {
         items: Vec<SyncPayload<BenchItem>>,
         _context: &ApplyContext,
     ) -> HandlerResult<ApplyResult> {
-        let mut store = lock(&self.store);
-        for payload in &items {
-            store.apply_server(&payload.item, payload.deleted);
-        }
+        lock(&self.store).apply_server_page(&items);
         Ok(ApplyResult::applied(items.len()))
     }
 }
@@ -157,20 +154,24 @@ impl BackgroundSyncHandler for StoreHandler {
         items: Vec<BenchDoc>,
     ) -> HandlerResult<PushResult<BenchItem>> {
         let result = self.sink.push(&items);
-        let mut store = lock(&self.store);
         let mut next = 0;
-        for accepted in &result.accepted {
-            // The sink answers in request order, so the pushed item is almost always the next one.
-            let position = if items.get(next).is_some_and(|i| i.id == accepted.id) {
-                Some(next)
-            } else {
-                items.iter().position(|i| i.id == accepted.id)
-            };
-            if let Some(position) = position {
-                store.accept(accepted, items[position].version);
+        let acknowledged: Vec<_> = result
+            .accepted
+            .iter()
+            .filter_map(|accepted| {
+                // The sink answers in request order, so the pushed item is almost always the
+                // next one.
+                let position = if items.get(next).is_some_and(|i| i.id == accepted.id) {
+                    Some(next)
+                } else {
+                    items.iter().position(|i| i.id == accepted.id)
+                }?;
                 next = position + 1;
-            }
-        }
+                Some((accepted, items[position].version))
+            })
+            .collect();
+        lock(&self.store).accept_page(&acknowledged);
+        drop(acknowledged);
         Ok(result)
     }
 }
