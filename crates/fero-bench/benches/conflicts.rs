@@ -33,7 +33,13 @@ fn setup(rt: &tokio::runtime::Runtime, edited: bool) -> FeroSync {
         let item = BenchItem::generate(index, Version(1), SyncId(index));
         store.apply_server(&item, false);
         if edited {
-            store.edit(&item.id, "Local Edit", "local@example.com", "edited", false);
+            store.edit(
+                item.id(),
+                "Local Edit",
+                "local@example.com",
+                "edited",
+                false,
+            );
         }
     }
     let handler = StoreHandler::with_store(

@@ -79,10 +79,9 @@ pub struct ClientOptions {
 /// The bench program's contents of a seeded row: name, email and body of item `index`.
 fn seed_row(index: u64) -> SeedRow {
     let item = BenchItem::generate(index, Version(1), SyncId(index));
-    SeedRow::new(
-        item.id,
-        serde_json::json!({ "name": item.name, "email": item.email, "body": item.body }),
-    )
+    let data =
+        serde_json::json!({ "name": item.name(), "email": item.email(), "body": item.body() });
+    SeedRow::new(item.id(), data)
 }
 
 fn multi_thread_runtime(workload: &'static str) -> Result<tokio::runtime::Runtime, BenchError> {
@@ -339,13 +338,13 @@ pub(crate) fn raw_inserts(n: u64, batch: usize) -> Result<Sample, BenchError> {
             for index in first..=last {
                 let item = BenchItem::generate(index, Version(1), SyncId(index));
                 let data = serde_json::json!({
-                    "name": item.name, "email": item.email, "body": item.body
+                    "name": item.name(), "email": item.email(), "body": item.body()
                 })
                 .to_string();
                 insert
                     .execute(rusqlite::params![
                         COLLECTION,
-                        item.id,
+                        item.id(),
                         data,
                         item.version.0,
                         item.sync_id.0,

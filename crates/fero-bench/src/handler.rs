@@ -131,7 +131,7 @@ impl BackgroundSyncHandler for StoreHandler {
         let mut store = lock(&self.store);
         let mut applied = 0;
         for payload in &changes.items {
-            let id = payload.item.id.as_str();
+            let id = payload.item.id();
             if let Some(pending) = store.pending_version(id) {
                 if discard.get(id) != Some(&pending) {
                     // An edit the engine did not see, or newer than the one that lost: keep it
@@ -149,11 +149,8 @@ impl BackgroundSyncHandler for StoreHandler {
         Ok(ApplyResult::applied(applied))
     }
 
-    async fn push_local_changes(
-        &self,
-        items: Vec<BenchDoc>,
-    ) -> HandlerResult<PushResult<BenchItem>> {
-        let result = self.sink.push(&items);
+    async fn push_local_changes(&self, items: &[BenchDoc]) -> HandlerResult<PushResult<BenchItem>> {
+        let result = self.sink.push(items);
         let mut next = 0;
         let acknowledged: Vec<_> = result
             .accepted
@@ -189,7 +186,7 @@ mod tests {
         let item = BenchItem::generate(1, Version(1), SyncId(1));
         let mut store = lock(&handler.store);
         store.apply_server(&item, false);
-        store.edit(&item.id, "Seen Edit", "seen@example.com", "seen", false);
+        store.edit(item.id(), "Seen Edit", "seen@example.com", "seen", false);
         let seen = store.modified().remove(0);
         drop(store);
         (handler, seen)

@@ -132,7 +132,7 @@ fn edited_store(m: u64) -> SharedStore {
             let item = BenchItem::generate(index, Version(1), SyncId(index));
             store.apply_server(&item, false);
             let edit = BenchItem::generate(index, LOCAL_EDIT_SALT, SyncId(index));
-            store.edit(&item.id, &edit.name, &edit.email, &edit.body, false);
+            store.edit(item.id(), edit.name(), edit.email(), edit.body(), false);
         }
     }
     store

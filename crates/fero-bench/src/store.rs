@@ -80,7 +80,7 @@ impl<'a> DocRef<'a> {
     /// The server's item, as an unmodified local copy.
     pub fn synced(item: &'a BenchItem) -> DocRef<'a> {
         DocRef {
-            id: &item.id,
+            id: item.id(),
             sync_id: item.sync_id,
             version: item.version,
             base_version: Some(item.version),
@@ -88,9 +88,9 @@ impl<'a> DocRef<'a> {
             deleted: false,
             edit_seq: 0,
             updated_at: item.updated_at,
-            name: &item.name,
-            email: &item.email,
-            body: &item.body,
+            name: item.name(),
+            email: item.email(),
+            body: item.body(),
         }
     }
 
@@ -288,7 +288,7 @@ impl Index {
 /// let mut store = CompactStore::new();
 /// let item = BenchItem::generate(1, Version(1), SyncId(1));
 /// store.apply_server(&item, false);
-/// store.edit(&item.id, "Ada Lovelace", "ada@example.com", "hello", false);
+/// store.edit(item.id(), "Ada Lovelace", "ada@example.com", "hello", false);
 /// let pending = store.modified();
 /// assert_eq!(pending.len(), 1);
 /// assert_eq!(pending[0].base_version, Some(Version(1)));
@@ -361,7 +361,7 @@ impl CompactStore {
     /// pending edit of the id is dropped with its outbox entry.
     pub fn apply_server(&mut self, item: &BenchItem, deleted: bool) {
         if deleted {
-            self.remove(&item.id);
+            self.remove(item.id());
         } else {
             self.put(&DocRef::synced(item));
         }
@@ -379,7 +379,7 @@ impl CompactStore {
             if payload.deleted {
                 // A tombstone may remove an id written earlier in this page: index those first.
                 self.index_appended(&mut appended);
-                self.remove(&payload.item.id);
+                self.remove(payload.item.id());
             } else {
                 let doc = DocRef::synced(&payload.item);
                 let record = Encoded::new(&doc);
@@ -992,7 +992,7 @@ mod tests {
         let mut store = CompactStore::new();
         let original = item(42, 3);
         store.apply_server(&original, false);
-        let doc = store.get(&original.id).unwrap();
+        let doc = store.get(original.id()).unwrap();
         assert_eq!(doc, DocRef::synced(&original));
         assert_eq!(store.len(), 1);
         assert_eq!(store.get("item-0000043"), None);
@@ -1053,7 +1053,7 @@ mod tests {
         );
         for index in (1..=2_000).step_by(97) {
             assert_eq!(
-                store.get(&item(index, 12).id).unwrap(),
+                store.get(&item(index, 12).id()).unwrap(),
                 DocRef::synced(&item(index, 12))
             );
         }
@@ -1236,18 +1236,18 @@ mod tests {
         for index in 1..=count {
             let edit = item(index, 7);
             store.apply_server(&item(index, 1), false);
-            store.edit(&edit.id, &edit.name, &edit.email, &edit.body, false);
+            store.edit(edit.id(), edit.name(), edit.email(), edit.body(), false);
         }
         let listed = store.modified();
         assert_eq!(listed.len() as u64, count);
         for (doc, index) in listed.iter().zip(1..) {
             let edit = item(index, 7);
-            assert_eq!(doc.id, edit.id);
+            assert_eq!(doc.id, edit.id());
             assert_eq!(
                 (doc.name(), doc.email(), doc.body()),
-                (&*edit.name, &*edit.email, &*edit.body)
+                (edit.name(), edit.email(), edit.body())
             );
-            assert_eq!(doc, &store.get(&edit.id).unwrap().to_doc());
+            assert_eq!(doc, &store.get(edit.id()).unwrap().to_doc());
         }
     }
 }

@@ -132,7 +132,7 @@ impl BackgroundSyncHandler for SimHandler {
         Ok(self.store.apply(changes, context).await?)
     }
 
-    async fn push_local_changes(&self, items: Vec<SimDoc>) -> HandlerResult<PushResult<Document>> {
+    async fn push_local_changes(&self, items: &[SimDoc]) -> HandlerResult<PushResult<Document>> {
         let request = PushRequest {
             changes: items
                 .iter()
@@ -140,7 +140,7 @@ impl BackgroundSyncHandler for SimHandler {
                 .collect(),
         };
         let response = self.remote.push(&self.collection, &request).await?;
-        Ok(self.store.record_push(&items, &response)?)
+        Ok(self.store.record_push(items, &response)?)
     }
 
     async fn conflict_base(&self, local: &SimDoc) -> HandlerResult<Option<Document>> {
@@ -200,7 +200,7 @@ impl BackgroundSyncHandler for SharedHandler {
         self.0.apply_remote_changes(changes, context).await
     }
 
-    async fn push_local_changes(&self, items: Vec<SimDoc>) -> HandlerResult<PushResult<Document>> {
+    async fn push_local_changes(&self, items: &[SimDoc]) -> HandlerResult<PushResult<Document>> {
         self.0.push_local_changes(items).await
     }
 

@@ -64,10 +64,10 @@
 //!     ) -> HandlerResult<ApplyResult> {
 //!         Ok(self.store.apply(changes, context).await?)
 //!     }
-//!     async fn push_local_changes(&self, items: Vec<SimDoc>) -> HandlerResult<PushResult<Document>> {
+//!     async fn push_local_changes(&self, items: &[SimDoc]) -> HandlerResult<PushResult<Document>> {
 //!         let changes = items.iter().map(|doc| doc.to_change(self.store.device())).collect();
 //!         let response = self.remote.push("docs", &PushRequest { changes }).await?;
-//!         Ok(self.store.record_push(&items, &response)?)
+//!         Ok(self.store.record_push(items, &response)?)
 //!     }
 //! }
 //!

@@ -61,7 +61,7 @@ impl BackgroundSyncHandler for AppHandler {
         Ok(self.store.apply(changes, context).await?)
     }
 
-    async fn push_local_changes(&self, items: Vec<SimDoc>) -> HandlerResult<PushResult<Document>> {
+    async fn push_local_changes(&self, items: &[SimDoc]) -> HandlerResult<PushResult<Document>> {
         let changes = items
             .iter()
             .map(|doc| {

@@ -216,10 +216,10 @@ impl<R: Remote> CollectionSync<R> {
         })
     }
 
-    async fn push(&self, items: Vec<LocalDocument>) -> Result<PushResult<Document>> {
+    async fn push(&self, items: &[LocalDocument]) -> Result<PushResult<Document>> {
         let collection = self.collection.to_string();
         let device = self.store.device_id().to_owned();
-        let ids: Vec<String> = items.into_iter().map(|doc| doc.id).collect();
+        let ids: Vec<String> = items.iter().map(|doc| doc.id.clone()).collect();
         let pushed = self
             .store
             .db()
@@ -330,7 +330,7 @@ impl<R: Remote> BackgroundSyncHandler for CollectionSync<R> {
 
     async fn push_local_changes(
         &self,
-        items: Vec<LocalDocument>,
+        items: &[LocalDocument],
     ) -> HandlerResult<PushResult<Document>> {
         Ok(self.push(items).await?)
     }

@@ -49,7 +49,7 @@ async fn an_accepted_push_records_the_server_version_and_empties_the_outbox() {
     store.put(C, "a", json!({"rev": 2})).await.unwrap();
     store.put(C, "new", json!({"rev": 1})).await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     assert_eq!(result.accepted.len(), 2);
     assert!(result.conflicts.is_empty() && result.rejected.is_empty());
     // One change per document: its newest state, with the newest entry's mutation id.
@@ -79,10 +79,7 @@ async fn a_push_that_fails_leaves_the_outbox_and_the_edits_untouched() {
     let outbox = store.outbox(C).await.unwrap();
     remote.fail_next_push(transient(C, "503 from the load balancer"));
     let listed = handler.get_locally_modified().await.unwrap();
-    let err = handler
-        .push_local_changes(listed.clone())
-        .await
-        .unwrap_err();
+    let err = handler.push_local_changes(&listed).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(store.outbox(C).await.unwrap(), outbox);
     assert_eq!(handler.get_locally_modified().await.unwrap(), listed);
@@ -95,11 +92,11 @@ async fn a_retried_push_of_the_same_state_carries_the_same_mutation_id() {
     // The server commits, the answer is lost.
     remote.lose_next_push_answer();
     let listed = handler.get_locally_modified().await.unwrap();
-    assert!(handler.push_local_changes(listed).await.is_err());
+    assert!(handler.push_local_changes(&listed).await.is_err());
     assert_eq!(store.outbox(C).await.unwrap().len(), 1);
     // A restart in between changes nothing: the id comes from the stored outbox entry.
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     let pushes = remote.pushes();
     assert_eq!(pushes.len(), 2);
     assert_eq!(
@@ -121,7 +118,7 @@ async fn a_push_sends_the_newest_stored_state_for_an_older_listing() {
     store.put(C, "a", json!({"rev": 1})).await.unwrap();
     let stale_listing = handler.get_locally_modified().await.unwrap();
     store.put(C, "a", json!({"rev": 2})).await.unwrap();
-    let result = handler.push_local_changes(stale_listing).await.unwrap();
+    let result = handler.push_local_changes(&stale_listing).await.unwrap();
     assert_eq!(result.accepted.len(), 1);
     assert_eq!(remote.get(C, "a").unwrap().data, json!({"rev": 2}));
     // Both entries leave: the pushed state includes both edits.
@@ -177,7 +174,7 @@ async fn an_edit_made_while_the_push_is_in_flight_stays_pending() {
         .unwrap();
     store.put(C, "a", json!({"rev": 1})).await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     assert_eq!(result.accepted[0].version, Version(2));
     let a = store.get(C, "a").await.unwrap().unwrap();
     assert!(a.locally_modified);
@@ -193,7 +190,7 @@ async fn an_edit_made_while_the_push_is_in_flight_stays_pending() {
     // The next push rests on the accepted version and is accepted too.
     let listed = handler.get_locally_modified().await.unwrap();
     let inner_handler = store.sync_handler(C, remote.clone()).unwrap();
-    let again = inner_handler.push_local_changes(listed).await.unwrap();
+    let again = inner_handler.push_local_changes(&listed).await.unwrap();
     assert_eq!(again.accepted[0].version, Version(3));
     assert!(store.outbox(C).await.unwrap().is_empty());
 }
@@ -205,7 +202,7 @@ async fn a_conflict_carries_the_server_document_and_writes_nothing() {
     store.put(C, "a", json!({"rev": "mine"})).await.unwrap();
     let outbox = store.outbox(C).await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     assert!(result.accepted.is_empty());
     assert_eq!(result.conflicts.len(), 1);
     let server = result.conflicts[0].server.clone().unwrap();
@@ -224,7 +221,7 @@ async fn a_rejected_change_carries_the_reason_and_stays_pending() {
     store.put(C, "a", json!({"rev": "bad"})).await.unwrap();
     store.put(C, "b", json!({"rev": "good"})).await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     assert_eq!(result.rejected.len(), 1);
     assert_eq!(result.rejected[0].id, "a");
     assert_eq!(result.rejected[0].reason, "invalid: rejected by validation");
@@ -239,7 +236,7 @@ async fn a_pushed_deletion_leaves_a_synced_tombstone() {
     let (store, remote, handler) = synced(&["a", "b"]).await;
     store.delete(C, "a").await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let result = handler.push_local_changes(listed).await.unwrap();
+    let result = handler.push_local_changes(&listed).await.unwrap();
     assert_eq!(result.accepted.len(), 1);
     assert!(remote.pushes()[0].changes[0].deleted);
     assert!(remote.get(C, "a").unwrap().deleted);
@@ -296,7 +293,7 @@ async fn pending_edits_survive_reopening_and_push_with_their_original_mutation_i
     let handler = store.sync_handler(C, remote.clone()).unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
     assert_eq!(listed.len(), 2);
-    handler.push_local_changes(listed).await.unwrap();
+    handler.push_local_changes(&listed).await.unwrap();
     let sent: Vec<_> = remote.pushes()[0]
         .changes
         .iter()
@@ -341,10 +338,7 @@ async fn an_answer_for_a_change_that_was_not_sent_records_nothing() {
     store.put(C, "a", json!({"rev": 1})).await.unwrap();
     let outbox = store.outbox(C).await.unwrap();
     let listed = handler.get_locally_modified().await.unwrap();
-    let err = handler
-        .push_local_changes(listed.clone())
-        .await
-        .unwrap_err();
+    let err = handler.push_local_changes(&listed).await.unwrap_err();
     assert!(
         matches!(
             support::sqlite_error(&err),

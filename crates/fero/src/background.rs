@@ -454,7 +454,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                 run.check(key)?;
                 let result = inner
                     .attempt(run, key, Operation::Push, settings, true, || {
-                        handler.push_local_changes(chunk.clone())
+                        handler.push_local_changes(&chunk)
                     })
                     .await?;
                 counts.pushed += result.accepted.len() as u64;

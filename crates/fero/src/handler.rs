@@ -222,11 +222,14 @@ pub trait BackgroundSyncHandler: Send + Sync + 'static {
 
     /// Pushes local edits and records the accepted ones locally.
     ///
+    /// `items` is borrowed: the engine keeps the page for a retry and for resolving the
+    /// conflicts the server reports, so a store that needs only ids copies only those.
+    ///
     /// # Errors
     /// A transient error retries the whole page; a permanent one fails the feature's push.
     async fn push_local_changes(
         &self,
-        items: Vec<Self::Local>,
+        items: &[Self::Local],
     ) -> HandlerResult<PushResult<Self::Server>>;
 
     /// Merges a conflict for [`ConflictResolutionStrategy::Custom`](crate::ConflictResolutionStrategy::Custom).

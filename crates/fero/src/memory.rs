@@ -570,11 +570,8 @@ impl BackgroundSyncHandler for MemoryHandler {
         self.store.apply(changes)
     }
 
-    async fn push_local_changes(
-        &self,
-        items: Vec<LocalRecord>,
-    ) -> HandlerResult<PushResult<Record>> {
-        let result = self.remote.push(&items)?;
+    async fn push_local_changes(&self, items: &[LocalRecord]) -> HandlerResult<PushResult<Record>> {
+        let result = self.remote.push(items)?;
         let mut state = lock(&self.store.state);
         for accepted in &result.accepted {
             let Some(pushed) = items.iter().find(|i| i.id == accepted.id) else {

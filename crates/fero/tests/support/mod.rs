@@ -232,10 +232,7 @@ impl BackgroundSyncHandler for Hooked {
         self.through_gate(gate).await;
         BackgroundSyncHandler::fetch_remote_changes(self, cp, n).await
     }
-    async fn push_local_changes(
-        &self,
-        items: Vec<LocalRecord>,
-    ) -> HandlerResult<PushResult<Record>> {
+    async fn push_local_changes(&self, items: &[LocalRecord]) -> HandlerResult<PushResult<Record>> {
         let n = self
             .pushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
