@@ -3,7 +3,8 @@
 //! With `--n`, the workload runs in this process (`--runs` times, median reported) and prints its
 //! JSON line. Without it (and for `all`), every default size runs as `--runs` fresh child
 //! processes of this binary, one run each: each line's peak RSS is that measurement's alone (the
-//! highest of its runs), its time the median run's.
+//! highest of its runs), its time the median run's. A workload and its floor (W1 and W1-raw, W4
+//! and W4-raw) alternate their runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs each measurement as `runs` child processes of this binary (one run each, so every run
 /// starts from a fresh heap), and prints the median run's line with the highest peak RSS of them.
+/// A workload followed by its floor at the same size alternates runs with it (W1, W1-raw, W1,
+/// …), so a slow spell of the machine hits both.
 fn run_children(
     schedule: &[(Workload, u64)],
     batch: usize,
@@ -115,29 +118,42 @@ fn run_children(
     let exe = std::env::current_exe().context("cannot find this program's path to re-run it")?;
     let started = Instant::now();
     let mut failed = Vec::new();
-    for &(workload, n) in schedule {
+    let mut at = 0;
+    while at < schedule.len() {
+        let (workload, n) = schedule[at];
+        let group: Vec<Workload> = match schedule.get(at + 1) {
+            Some(&(next, next_n)) if next_n == n && workload.floor() == Some(next) => {
+                vec![workload, next]
+            }
+            _ => vec![workload],
+        };
+        at += group.len();
         let runs = runs.unwrap_or(workload.default_runs()).max(1);
-        let mut lines = Vec::new();
-        for _ in 0..runs {
-            match run_child(&exe, workload, n, batch) {
-                Ok(line) => lines.push(line),
-                Err(error) => {
-                    eprintln!("{workload} at n = {n} failed: {error:#}");
-                    failed.push(format!("{workload} n={n}"));
-                    break;
+        let mut lines: Vec<Vec<BenchLine>> = vec![Vec::new(); group.len()];
+        'runs: for _ in 0..runs {
+            for (member, &one) in group.iter().enumerate() {
+                match run_child(&exe, one, n, batch) {
+                    Ok(line) => lines[member].push(line),
+                    Err(error) => {
+                        eprintln!("{one} at n = {n} failed: {error:#}");
+                        failed.push(format!("{one} n={n}"));
+                        break 'runs;
+                    }
                 }
             }
         }
-        if lines.len() < runs as usize {
-            continue;
+        for mut measured in lines {
+            if measured.len() < runs as usize {
+                continue;
+            }
+            let peak_rss_mb = measured.iter().map(|l| l.peak_rss_mb).fold(0.0, f64::max);
+            measured.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let mut median = measured.swap_remove(measured.len() / 2);
+            median.peak_rss_mb = peak_rss_mb;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", median.to_json())?;
+            out.flush()?;
         }
-        let peak_rss_mb = lines.iter().map(|l| l.peak_rss_mb).fold(0.0, f64::max);
-        lines.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        let mut median = lines.swap_remove(lines.len() / 2);
-        median.peak_rss_mb = peak_rss_mb;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", median.to_json())?;
-        out.flush()?;
     }
     eprintln!(
         "{} measurement(s) in {:.1} s",
