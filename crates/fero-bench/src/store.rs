@@ -1053,7 +1053,7 @@ mod tests {
         );
         for index in (1..=2_000).step_by(97) {
             assert_eq!(
-                store.get(&item(index, 12).id()).unwrap(),
+                store.get(item(index, 12).id()).unwrap(),
                 DocRef::synced(&item(index, 12))
             );
         }

@@ -76,7 +76,7 @@ impl BackgroundSyncHandler for AppHandler {
             .remote
             .push(&self.collection, &PushRequest { changes })
             .await?;
-        Ok(self.store.record_push(&items, &response)?)
+        Ok(self.store.record_push(items, &response)?)
     }
 }
 
