@@ -16,11 +16,11 @@ use axum::{Json, Router};
 use fero::{SyncCheckpoint, SyncId};
 use fero_protocol::{
     Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, ErrorCode, MAX_PAGE_SIZE,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PushRequest, PushResponse,
     validate_collection_name,
 };
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -29,6 +29,7 @@ use tracing::Level;
 use crate::api_error::{ApiError, JsonBody};
 use crate::cursor;
 use crate::server::Server;
+use crate::storage::StoredDocument;
 use crate::user::UserId;
 
 /// The longest item id accepted in a push, in bytes; longer ids are rejected per change.
@@ -170,7 +171,7 @@ async fn pull_get(
     Caller(user): Caller,
     Collection(collection): Collection,
     query: Result<Query<PullQuery>, QueryRejection>,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Json<PullAnswer>, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::invalid_request(format!(
             "bad pull query (expected `limit`, optional `after` and `cursor`): {}",
@@ -190,7 +191,7 @@ async fn pull_post(
     Caller(user): Caller,
     Collection(collection): Collection,
     JsonBody(request): JsonBody<PullRequest>,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Json<PullAnswer>, ApiError> {
     let checkpoint = request.checkpoint.unwrap_or_default();
     pull(&state, &user, &collection, checkpoint, request.limit).await
 }
@@ -212,6 +213,16 @@ async fn name_the_collection(
     response
 }
 
+/// The answer to a pull as it is sent: [`PullResponse`](fero_protocol::PullResponse)'s fields in
+/// its order, with the rows' content copied from storage as text (see [`StoredDocument`]) rather
+/// than parsed and written out again. A client reads it as a `PullResponse`.
+#[derive(Debug, Serialize)]
+struct PullAnswer {
+    items: Vec<StoredDocument>,
+    checkpoint: SyncCheckpoint,
+    has_more: bool,
+}
+
 /// One page after `from`: the cursor, when present, is the position; otherwise `last_sync_id`.
 async fn pull(
     state: &AppState,
@@ -219,7 +230,7 @@ async fn pull(
     collection: &str,
     from: SyncCheckpoint,
     limit: u32,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Json<PullAnswer>, ApiError> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(ApiError::page_too_large(format!(
             "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
@@ -244,7 +255,7 @@ async fn pull(
         },
     };
     let cursor = cursor::encode(checkpoint.last_sync_id);
-    Ok(Json(PullResponse {
+    Ok(Json(PullAnswer {
         items: page.items,
         checkpoint: checkpoint.with_cursor(cursor),
         has_more: page.has_more,

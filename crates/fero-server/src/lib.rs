@@ -78,7 +78,8 @@ pub use server::{
 };
 pub use sqlite::SqliteStorage;
 pub use storage::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seed_pages,
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, StoredDocument,
+    seed_pages,
 };
 pub use tokens::Tokens;
 pub use user::UserId;

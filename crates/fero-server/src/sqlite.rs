@@ -24,10 +24,12 @@ use async_trait::async_trait;
 use fero::{Clock, SyncId, SystemClock, Timestamp, Version};
 use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::value::RawValue;
 
 use crate::error::StorageError;
 use crate::storage::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, seq_key, to_sql,
+    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, StoredDocument,
+    seq_key, to_sql,
 };
 use crate::user::UserId;
 
@@ -416,6 +418,7 @@ impl StoredRow {
         })
     }
 
+    /// The row with its content parsed: for a push's conflict answer.
     fn into_document(self) -> Result<Document, Failure> {
         let data = serde_json::from_str(&self.data).map_err(|error| Failure::Corrupt {
             id: self.id.clone(),
@@ -428,6 +431,26 @@ impl StoredRow {
             deleted: self.deleted,
             data,
             id: self.id,
+        })
+    }
+
+    /// The row with its content as stored: for a pull page, which sends the text on verbatim.
+    /// The text is checked to be JSON (no tree is built), so a corrupt row is still refused.
+    fn into_stored(self) -> Result<StoredDocument, Failure> {
+        let sync_id = SyncId(from_sql(self.sync_id, &self.id, "sync_id")?);
+        let version = Version(from_sql(self.version, &self.id, "version")?);
+        let updated_at = Timestamp(from_sql(self.updated_at, &self.id, "updated_at")?);
+        let data = RawValue::from_string(self.data).map_err(|error| Failure::Corrupt {
+            id: self.id.clone(),
+            message: format!("data is not JSON: {error}"),
+        })?;
+        Ok(StoredDocument {
+            id: self.id,
+            sync_id,
+            version,
+            updated_at,
+            deleted: self.deleted,
+            data,
         })
     }
 }
@@ -598,7 +621,7 @@ fn pull_in(
                 has_more = true;
                 break;
             }
-            items.push(row.into_document()?);
+            items.push(row.into_stored()?);
         }
         PullPage { items, has_more }
     };

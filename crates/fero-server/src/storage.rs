@@ -8,8 +8,10 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use fero::{SyncId, Timestamp};
+use fero::{SyncId, Timestamp, Version};
 use fero_protocol::{Change, ChangeResult, Digest, Document};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::error::StorageError;
 use crate::user::UserId;
@@ -18,9 +20,86 @@ use crate::user::UserId;
 #[derive(Clone, Debug, PartialEq)]
 pub struct PullPage {
     /// Rows with `sync_id` above the requested position, in `sync_id` order, at most `limit`.
-    pub items: Vec<Document>,
+    pub items: Vec<StoredDocument>,
     /// More rows follow (the backend read `limit + 1` rows and found the extra one).
     pub has_more: bool,
+}
+
+/// A row of a [`PullPage`]: a [`Document`] whose content is still the JSON text the storage
+/// holds.
+///
+/// A pull answer copies that text verbatim instead of parsing it into a tree and writing it out
+/// again: the text was checked to be JSON when it was written (push and seed store a
+/// `serde_json::Value`'s text), and a backend checks it once more, without building a tree, when
+/// it reads the row ([`RawValue::from_string`]), so a corrupt row is still a typed error
+/// ([`StorageError::Corrupt`]) rather than a broken answer.
+///
+/// It serialises as the [`Document`] it stands for: the same fields in the same order, `data`
+/// as the stored text. A client reads a pull answer made of these as a
+/// [`PullResponse`](fero_protocol::PullResponse).
+///
+/// # Examples
+/// ```
+/// use fero::{SyncId, Timestamp, Version};
+/// use fero_server::StoredDocument;
+///
+/// let stored = StoredDocument {
+///     id: "contact-1".into(),
+///     sync_id: SyncId(7),
+///     version: Version(2),
+///     updated_at: Timestamp(1_700_000_000_000),
+///     deleted: false,
+///     data: serde_json::value::RawValue::from_string(r#"{"name":"Ada"}"#.into())?,
+/// };
+/// let document = stored.to_document()?;
+/// assert_eq!(document.data["name"], "Ada");
+/// assert_eq!(serde_json::to_string(&stored)?, serde_json::to_string(&document)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredDocument {
+    /// The id, unique per user and collection.
+    pub id: String,
+    /// Its place in the collection's change feed.
+    pub sync_id: SyncId,
+    /// Its version: 1 on insert, +1 per accepted write.
+    pub version: Version,
+    /// Server time of the last write, milliseconds since the Unix epoch.
+    pub updated_at: Timestamp,
+    /// A tombstone (it keeps its last data, or `null`).
+    pub deleted: bool,
+    /// The content, as the JSON text the storage holds.
+    pub data: Box<RawValue>,
+}
+
+impl StoredDocument {
+    /// The [`Document`] this row stands for, with its content parsed.
+    ///
+    /// # Errors
+    /// The parser's error; only a content nested more deeply than `serde_json`'s recursion limit
+    /// (128) can fail here, since `data` is JSON by construction.
+    pub fn to_document(&self) -> Result<Document, serde_json::Error> {
+        Ok(Document {
+            id: self.id.clone(),
+            sync_id: self.sync_id,
+            version: self.version,
+            updated_at: self.updated_at,
+            deleted: self.deleted,
+            data: serde_json::from_str(self.data.get())?,
+        })
+    }
+}
+
+/// Equal when every field is and the content is the same text (`{"a":1}` and `{ "a": 1 }` differ).
+impl PartialEq for StoredDocument {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.sync_id == other.sync_id
+            && self.version == other.version
+            && self.updated_at == other.updated_at
+            && self.deleted == other.deleted
+            && self.data.get() == other.data.get()
+    }
 }
 
 /// What a push did.

@@ -228,7 +228,7 @@ async fn a_version_1_database_migrates_and_keeps_its_push_answers() {
     );
     let page = storage.pull(&alice, "notes", SyncId(0), 10).await.unwrap();
     assert_eq!(page.items.len(), 1, "the row survived the migration");
-    assert_eq!(page.items[0].data, json!("v1"));
+    assert_eq!(page.items[0].to_document().unwrap().data, json!("v1"));
 
     assert_eq!(
         storage.prune_mutations(migrated_at).await.unwrap().pruned,

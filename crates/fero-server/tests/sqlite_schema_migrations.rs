@@ -132,7 +132,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     );
     let page = storage.pull(&alice, "notes", SyncId(0), 10).await.unwrap();
     assert_eq!(page.items.len(), 1, "the row survived the migration");
-    assert_eq!(page.items[0].data, json!("v1"));
+    assert_eq!(page.items[0].to_document().unwrap().data, json!("v1"));
 
     // A new push records its own time, not the migration's.
     clock.advance(std::time::Duration::from_secs(5));

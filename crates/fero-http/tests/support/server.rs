@@ -65,10 +65,20 @@ impl TestServer {
 
     /// Crashes the server: its tasks and sockets are dropped without finishing anything.
     pub(crate) fn crash(mut self) -> (PathBuf, SocketAddr) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.stop();
         (self.db.clone(), self.addr)
+    }
+
+    /// Drops the runtime and waits until its tasks (and so the listening socket) are gone:
+    /// `shutdown_background` alone returned before the listener was closed, and a restart on the
+    /// same port then failed now and then with `AddrInUse`. It runs on a thread of its own
+    /// because a runtime cannot be shut down with a wait from inside another one.
+    fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(10)))
+                .join()
+                .expect("the server's runtime shut down");
+        }
     }
 
     /// Writes `n` rows `{prefix}-{i}` for `user` straight into storage.
@@ -88,8 +98,6 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.stop();
     }
 }
