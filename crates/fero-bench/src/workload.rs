@@ -89,11 +89,11 @@ impl Workload {
     /// second and their runs differ by up to 10% on a 2-core machine (page faults of a fresh
     /// heap), which is twice the margin of the W1/W1-raw goal: the median of 5 is cheap. W4 and
     /// its floor share 2 cores with the server process, so a single run can be off by a third:
-    /// the median of 3. W5 counts a kill, and W6 is already the median of 25 rounds.
+    /// the median of 5 too. W5 counts a kill, and W6 is already the median of 25 rounds.
     pub fn default_runs(self) -> u32 {
         match self {
             Workload::W1 | Workload::W1Raw | Workload::W2 | Workload::W3 => 5,
-            Workload::W4 | Workload::W4Raw => 3,
+            Workload::W4 | Workload::W4Raw => 5,
             Workload::W5 | Workload::W6 => 1,
         }
     }
@@ -226,7 +226,8 @@ pub struct Measurement {
 }
 
 /// Runs `workload` `options.runs` times in this process and reports the median run, with this
-/// process's peak RSS.
+/// process's peak RSS. An in-process workload (W1, W1-raw, W2, W3) runs once more first, untimed,
+/// as a warm-up.
 ///
 /// # Errors
 /// [`BenchError::InvalidSize`], or the workload's failure (a failed sync, or a count after the
@@ -249,7 +250,16 @@ pub fn run(workload: Workload, options: RunOptions) -> Result<Measurement, Bench
     };
     let (n, batch) = (options.n, options.batch);
     let mut samples = Vec::new();
-    for _ in 0..options.runs.max(1) {
+    // The in-process workloads take milliseconds, so a cold process (lazy symbol binding, the
+    // allocator's first heap growth, first-touch page faults) weighs on them far more than on
+    // the engine's steady state; they get one untimed warm-up run at the same size first, as
+    // criterion warms up and as the peer's in-process figures are medians of repeated runs.
+    // The end-to-end workloads run for seconds (W5 is a kill) and are measured cold.
+    let warmup = u32::from(matches!(
+        workload,
+        Workload::W1 | Workload::W1Raw | Workload::W2 | Workload::W3
+    ));
+    for run in 0..options.runs.max(1) + warmup {
         let sample = match workload {
             Workload::W1 => {
                 on_current_thread(name, |rt| rt.block_on(in_process::initial_sync(n, batch)))
@@ -266,7 +276,9 @@ pub fn run(workload: Workload, options: RunOptions) -> Result<Measurement, Bench
             Workload::W5 => end_to_end::resume(&program, n, batch),
             Workload::W6 => end_to_end::round_latency(&program, n, batch),
         }?;
-        samples.push(sample);
+        if run >= warmup {
+            samples.push(sample);
+        }
     }
     samples.sort_by_key(|s| s.elapsed);
     let median = samples.swap_remove(samples.len() / 2);
