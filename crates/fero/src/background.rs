@@ -7,9 +7,9 @@
 //! correctness condition.
 
 use std::collections::{HashMap, HashSet};
-use rustc_hash::FxHashMap;
 
 use futures::future::BoxFuture;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::checkpoint::SyncCheckpoint;
