@@ -84,9 +84,13 @@ fn seed_row(index: u64) -> SeedRow {
     SeedRow::new(item.id(), data)
 }
 
+/// The runtime of W4-W6's client and of their server child: one async worker each (SQLite work
+/// runs on tokio's blocking threads beside it). The two processes share the machine's 2 cores;
+/// with two workers each, W4 at 1M was slower and noisier (medians of 5 alternating runs:
+/// 3.25 s with two, 2.95 s with one).
 fn multi_thread_runtime(workload: &'static str) -> Result<tokio::runtime::Runtime, BenchError> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|source| BenchError::Runtime { workload, source })
