@@ -627,21 +627,13 @@ fn from_sql(value: i64, id: &str, what: &str) -> Result<u64, Failure> {
     })
 }
 
-/// A row of `SELECT id, sync_id, version, updated_at, deleted, data` as a document.
+/// A row of `SELECT id, sync_id, version, updated_at, deleted, data` as a document, its content
+/// parsed (for a conflict answer; a pull page sends the stored text, [`stored_document`]).
 fn document(row: &Row) -> Result<Document, Failure> {
-    let id: String = row.try_get(0)?;
-    let data: &str = row.try_get(5)?;
-    let data = serde_json::from_str(data).map_err(|error| Failure::Corrupt {
-        id: id.clone(),
+    let stored = stored_document(row)?;
+    stored.to_document().map_err(|error| Failure::Corrupt {
+        id: stored.id.clone(),
         message: format!("data is not JSON: {error}"),
-    })?;
-    Ok(Document {
-        sync_id: SyncId(from_sql(row.try_get(1)?, &id, "sync_id")?),
-        version: Version(from_sql(row.try_get(2)?, &id, "version")?),
-        updated_at: Timestamp(from_sql(row.try_get(3)?, &id, "updated_at")?),
-        deleted: row.try_get(4)?,
-        data,
-        id,
     })
 }
 

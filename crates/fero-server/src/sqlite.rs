@@ -420,17 +420,10 @@ impl StoredRow {
 
     /// The row with its content parsed: for a push's conflict answer.
     fn into_document(self) -> Result<Document, Failure> {
-        let data = serde_json::from_str(&self.data).map_err(|error| Failure::Corrupt {
-            id: self.id.clone(),
+        let stored = self.into_stored()?;
+        stored.to_document().map_err(|error| Failure::Corrupt {
+            id: stored.id.clone(),
             message: format!("data is not JSON: {error}"),
-        })?;
-        Ok(Document {
-            sync_id: SyncId(from_sql(self.sync_id, &self.id, "sync_id")?),
-            version: Version(from_sql(self.version, &self.id, "version")?),
-            updated_at: Timestamp(from_sql(self.updated_at, &self.id, "updated_at")?),
-            deleted: self.deleted,
-            data,
-            id: self.id,
         })
     }
 
