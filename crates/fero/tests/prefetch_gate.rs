@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use fero::memory::MemoryStore;
+use fero::memory::{MemoryRemote, MemoryStore};
 use fero::{FeatureSyncConfig, FeroSync, HandlerError};
 use support::*;
 
@@ -16,10 +16,9 @@ fn run_ok(report: fero::Result<fero::RunReport>) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn initial_sync_reads_each_prefetched_page_only_after_the_page_before_it_is_applied() {
-    let remote = seeded_remote(1_000);
-    let store = MemoryStore::new();
+/// An initial sync of `remote` into `store` in pages of 100, through a handler that records
+/// what each prefetch's gate said.
+fn initial_sync(store: &MemoryStore, remote: &MemoryRemote) -> (Hooked, FeroSync) {
     let handler = Hooked::new(store.handler(remote.clone()));
     let sync = FeroSync::builder()
         .initial_sync(
@@ -29,6 +28,14 @@ async fn initial_sync_reads_each_prefetched_page_only_after_the_page_before_it_i
         )
         .build()
         .unwrap();
+    (handler, sync)
+}
+
+#[tokio::test(start_paused = true)]
+async fn initial_sync_reads_each_prefetched_page_only_after_the_page_before_it_is_applied() {
+    let remote = seeded_remote(1_000);
+    let store = MemoryStore::new();
+    let (handler, sync) = initial_sync(&store, &remote);
     run_ok(sync.run().await);
     assert_converged(&store, &remote);
 
@@ -79,15 +86,7 @@ async fn a_failed_apply_opens_the_gate_so_the_pull_ends_with_the_error() {
     let remote = seeded_remote(500);
     let store = MemoryStore::new();
     store.fail_next_apply(HandlerError::permanent("disk full"));
-    let handler = Hooked::new(store.handler(remote.clone()));
-    let sync = FeroSync::builder()
-        .initial_sync(
-            "items",
-            handler.clone(),
-            FeatureSyncConfig::new().batch_size(100),
-        )
-        .build()
-        .unwrap();
+    let (handler, sync) = initial_sync(&store, &remote);
     // With paused time a deadlock would let the clock run to this timeout instead of hanging.
     let outcome = tokio::time::timeout(Duration::from_secs(3_600), sync.run())
         .await
