@@ -39,6 +39,36 @@ pub enum ErrorCode {
     UnsupportedVersion,
 }
 
+/// Why a server answered 410 `resync_required`: it decides what a client does with the rows it
+/// holds that the pull from scratch does not bring back.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The checkpoint is behind the collection's tombstone purge horizon: deletions may have
+    /// been missed. A row the client holds (without a pending edit) that the pull from scratch
+    /// does not bring back was deleted on the server; the client removes it, with an event.
+    TombstonesPurged,
+    /// The checkpoint is ahead of the user's feed on the server: the server lost writes it had
+    /// acknowledged (its database was restored from an older backup). A row the client holds that
+    /// the server lacks is kept, never silently deleted, and may be pushed back to heal the server.
+    ServerBehind,
+    /// A reason this client does not know (a newer server): treated like
+    /// [`ServerBehind`](ResyncReason::ServerBehind), which keeps every row.
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for ResyncReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResyncReason::TombstonesPurged => "tombstones_purged",
+            ResyncReason::ServerBehind => "server_behind",
+            ResyncReason::Unknown => "unknown",
+        })
+    }
+}
+
 /// `{"error": {"code": "…", "message": "…"}}`, the body of every 4xx and 5xx answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -53,6 +83,11 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
+    /// With [`ErrorCode::ResyncRequired`]: why (`"reason": "tombstones_purged"` or
+    /// `"server_behind"`). Absent otherwise; a client reads an absent reason on a 410 as
+    /// [`ResyncReason::TombstonesPurged`], the only cause older servers had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ResyncReason>,
 }
 
 impl ErrorBody {
@@ -62,8 +97,16 @@ impl ErrorBody {
             error: ErrorDetail {
                 code,
                 message: message.into(),
+                reason: None,
             },
         }
+    }
+
+    /// A 410 `resync_required` body with its reason.
+    pub fn resync_required(reason: ResyncReason, message: impl Into<String>) -> Self {
+        let mut body = ErrorBody::new(ErrorCode::ResyncRequired, message);
+        body.error.reason = Some(reason);
+        body
     }
 }
 
@@ -77,7 +120,9 @@ pub enum RemoteErrorKind {
     Permanent,
     /// The answer broke the protocol (unparsable, checkpoint backwards, wrong collection).
     Protocol,
-    /// The client is behind the tombstone purge horizon and must pull again from scratch.
+    /// The server cannot continue from the client's checkpoint (behind the tombstone purge
+    /// horizon, or ahead of a restored server's feed): pull again from scratch;
+    /// [`RemoteError::resync_reason`] says why.
     ResyncRequired,
     /// The token was refused.
     Unauthorized,
@@ -95,6 +140,8 @@ pub struct RemoteError {
     pub message: String,
     /// The server's `Retry-After`, if any.
     pub retry_after: Option<Duration>,
+    /// With [`RemoteErrorKind::ResyncRequired`]: why the server asks for it.
+    pub resync_reason: Option<ResyncReason>,
 }
 
 impl RemoteError {
@@ -109,7 +156,19 @@ impl RemoteError {
             collection: collection.into(),
             message: message.into(),
             retry_after: None,
+            resync_reason: None,
         }
+    }
+
+    /// A [`RemoteErrorKind::ResyncRequired`] error for `reason`.
+    pub fn resync_required(
+        collection: impl Into<String>,
+        reason: ResyncReason,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut error = RemoteError::new(RemoteErrorKind::ResyncRequired, collection, message);
+        error.resync_reason = Some(reason);
+        error
     }
 
     /// `true` when retrying can help.
@@ -131,5 +190,34 @@ impl From<RemoteError> for HandlerError {
             None => handler,
         };
         handler.with_source(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_body_carries_its_reason_and_other_bodies_carry_none() {
+        let body = ErrorBody::resync_required(ResyncReason::ServerBehind, "ahead");
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(
+            text,
+            r#"{"error":{"code":"resync_required","message":"ahead","reason":"server_behind"}}"#
+        );
+        let plain = serde_json::to_string(&ErrorBody::new(ErrorCode::Internal, "x")).unwrap();
+        assert_eq!(plain, r#"{"error":{"code":"internal","message":"x"}}"#);
+    }
+
+    #[test]
+    fn an_unknown_or_absent_reason_still_parses() {
+        let future: ErrorBody = serde_json::from_str(
+            r#"{"error":{"code":"resync_required","message":"m","reason":"moved_shards"}}"#,
+        )
+        .unwrap();
+        assert_eq!(future.error.reason, Some(ResyncReason::Unknown));
+        let old: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"resync_required","message":"m"}}"#).unwrap();
+        assert_eq!(old.error.reason, None);
     }
 }

@@ -33,7 +33,7 @@ mod remote;
 mod types;
 
 pub use digest::{Digest, row_digest};
-pub use error::{ErrorBody, ErrorCode, ErrorDetail, RemoteError, RemoteErrorKind};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, RemoteError, RemoteErrorKind, ResyncReason};
 pub use remote::Remote;
 pub use types::{
     COLLECTION_HEADER, Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, Document,
