@@ -112,6 +112,19 @@ pub enum ProtocolError {
         /// The page's checkpoint.
         received: SyncId,
     },
+    /// A page that says more pages follow ends at the position it was fetched from (same
+    /// `last_sync_id`, same cursor): fetching from there again would return it again, forever.
+    #[error(
+        "the server sent a page with more to come that ends where it started (sync_id {last_sync_id}, \
+         cursor {cursor:?}): the page was not applied and the run ended; the server must move its \
+         checkpoint or cursor forward on every page it sends with has_more"
+    )]
+    NoProgress {
+        /// The `last_sync_id` the page was fetched from and ended at.
+        last_sync_id: SyncId,
+        /// The cursor the page was fetched from and ended at.
+        cursor: Option<String>,
+    },
     /// The same id appears twice in one page.
     #[error("item {id:?} appears twice in one page: the page was not applied")]
     DuplicateId {

@@ -4,13 +4,16 @@
 //! # Invariants
 //! - A page's checkpoint is saved only after its apply returned success (or by the store in the
 //!   same transaction as the page, see [`ApplyContext`]). A crash therefore leaves the old page
-//!   state with the old checkpoint, or the new with the new.
+//!   state with the old checkpoint, or the new with the new. A transient apply failure is
+//!   retried with the feature's backoff by fetching the page again from the unchanged
+//!   checkpoint; a permanent one ends the run with the checkpoint unchanged.
 //! - Checkpoints are saved strictly in page order, even though page `k + 1` is fetched while page
 //!   `k` is applied (at most one page ahead, so memory stays flat). The fetch of page `k + 1`
 //!   gets a [`PageGate`] that opens when page `k`'s apply ends, for transports that read the
 //!   answer only then.
-//! - A bad page (checkpoint going backwards, duplicate or empty ids, more items than asked for) is
-//!   rejected before anything of it is applied.
+//! - A bad page (checkpoint going backwards, a page with more to come that does not move the
+//!   position, duplicate or empty ids, more items than asked for) is rejected before anything of
+//!   it is applied.
 
 use std::collections::HashSet;
 
@@ -21,7 +24,7 @@ use crate::checkpoint::SyncCheckpoint;
 use crate::error::{Error, Operation, ProtocolError, Result};
 use crate::gate::PageGate;
 use crate::handler::{HandlerResult, InitialSyncHandler};
-use crate::item::{FeatureKey, ServerItem, SyncPayload};
+use crate::item::{FeatureKey, ServerItem, SyncId, SyncPayload};
 use crate::page::{ApplyContext, ApplyResult, SyncBatchResult, SyncKind};
 use crate::report::FeatureCounts;
 use crate::sync::{FeatureSettings, Inner, RunCtx};
@@ -59,6 +62,24 @@ pub(crate) fn validate<S: ServerItem>(
             return Err(ProtocolError::CheckpointWentBackwards {
                 previous: previous.last_sync_id,
                 received: received.last_sync_id,
+            });
+        }
+    }
+    if let Some(received) = &page.checkpoint {
+        // A page with more to come must move the position: the next request is made from the
+        // page's checkpoint, so one that ends where it started would be fetched and applied
+        // again without end. No saved checkpoint is the start (sync_id 0, no cursor). An empty
+        // page ends the pull whatever it says, so it cannot loop.
+        let (from_id, from_cursor) =
+            current.map_or((SyncId(0), None), |c| (c.last_sync_id, c.cursor.as_deref()));
+        if page.has_more
+            && !page.items.is_empty()
+            && received.last_sync_id == from_id
+            && received.cursor.as_deref() == from_cursor
+        {
+            return Err(ProtocolError::NoProgress {
+                last_sync_id: from_id,
+                cursor: from_cursor.map(str::to_owned),
             });
         }
     }
@@ -148,6 +169,8 @@ pub(crate) async fn pull<S: ServerItem>(
         })
     };
     let mut page = fetch_page(current.clone(), None).await?;
+    // Failed applies at the current checkpoint, bounded by the backoff as fetch attempts are.
+    let mut apply_failures = 0u32;
     loop {
         run.check(key)?;
         if let Err(source) = validate(&page, current.as_ref(), batch_size) {
@@ -193,7 +216,34 @@ pub(crate) async fn pull<S: ServerItem>(
         } else {
             (apply.await, None)
         };
-        let applied = applied?;
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(Error::Handler {
+                operation: Operation::Apply,
+                source,
+                ..
+            }) => {
+                // A failed apply wrote nothing of the page (the handler contract) and saved no
+                // checkpoint. A transient failure is retried with the feature's backoff (the wait
+                // is cancellable; the apply itself never is), a permanent one or the last
+                // attempt ends the run.
+                //
+                // The retry fetches the page again from the unchanged checkpoint instead of
+                // applying a kept copy: the page was moved into the apply, and keeping a clone
+                // of every page in case its apply fails would copy every item on the hot path
+                // (W1). Fetching is side-effect free by contract, and the page after the same
+                // checkpoint is the one a later run would fetch anyway; a page fetched ahead
+                // for the failed one is dropped, since it was asked from that page's end.
+                apply_failures += 1;
+                inner
+                    .wait_before_retry(run, key, Operation::Apply, settings, source, apply_failures)
+                    .await?;
+                page = fetch_page(current.clone(), None).await?;
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        apply_failures = 0;
         if !applied.failed.is_empty() {
             return Err(Error::ApplyFailed {
                 feature: key.clone(),
@@ -380,6 +430,35 @@ mod tests {
                 received: SyncId(4)
             })
         );
+    }
+
+    #[test]
+    fn a_page_with_more_must_move_its_sync_id_or_cursor() {
+        let at = SyncCheckpoint::at(SyncId(5)).with_cursor("c5");
+        let stuck = SyncBatchResult::page(vec![rec("a", 5)], at.clone());
+        assert_eq!(
+            validate(&stuck, Some(&at), 10),
+            Err(ProtocolError::NoProgress {
+                last_sync_id: SyncId(5),
+                cursor: Some("c5".into())
+            })
+        );
+        let cursor_moved = SyncBatchResult::page(
+            vec![rec("a", 5)],
+            SyncCheckpoint::at(SyncId(5)).with_cursor("c6"),
+        );
+        assert_eq!(validate(&cursor_moved, Some(&at), 10), Ok(()));
+        // The last page may end where it started, and an empty page ends the pull anyway.
+        let last = SyncBatchResult::final_page(vec![rec("a", 5)], at.clone());
+        assert_eq!(validate(&last, Some(&at), 10), Ok(()));
+        let empty: SyncBatchResult<Record> = SyncBatchResult::page(Vec::new(), at.clone());
+        assert_eq!(validate(&empty, Some(&at), 10), Ok(()));
+        // No saved checkpoint is the start: a page with more that stays there is stuck too.
+        let at_start = SyncBatchResult::page(vec![rec("a", 1)], SyncCheckpoint::default());
+        assert!(matches!(
+            validate(&at_start, None, 10),
+            Err(ProtocolError::NoProgress { .. })
+        ));
     }
 
     #[test]
