@@ -143,6 +143,18 @@ pub enum Error {
         /// The unknown id.
         id: String,
     },
+    /// The operating system's random source failed while a new database's device id was made.
+    #[error(
+        "cannot generate a device id for {path:?}: the operating system's random source failed: \
+         {source}; retry, or pass one with StoreOptions::device_id"
+    )]
+    DeviceId {
+        /// The database file (`:memory:` for an in-memory database).
+        path: PathBuf,
+        /// The random source's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The blocking task running SQLite work was cancelled (the runtime is shutting down).
     #[error("the sqlite task to {operation} was cancelled: the tokio runtime is shutting down")]
     TaskCancelled {

@@ -197,9 +197,14 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     }
 }
 
-/// Reads the device id, storing `proposed` first if the database has none yet. Stored once,
-/// so mutation ids stay the same across restarts.
-pub(crate) fn device_id(conn: &mut Connection, proposed: String) -> Result<String> {
+/// Reads the device id, storing `proposed` (or, without one, a fresh [`new_device_id`]) first if
+/// the database has none yet. Stored once, so mutation ids stay the same across restarts; a fresh
+/// id is drawn only when one is about to be stored.
+pub(crate) fn device_id(
+    conn: &mut Connection,
+    proposed: Option<String>,
+    path: &Path,
+) -> Result<String> {
     let sqlite = Error::sqlite;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -215,30 +220,33 @@ pub(crate) fn device_id(conn: &mut Connection, proposed: String) -> Result<Strin
     let id = match existing {
         Some(id) => id,
         None => {
+            let id = match proposed {
+                Some(id) => id,
+                None => new_device_id().map_err(|source| Error::DeviceId {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            };
             tx.execute(
                 "INSERT INTO fero_meta (key, value) VALUES ('device_id', ?1)",
-                [&proposed],
+                [&id],
             )
             .map_err(sqlite("store the device id"))?;
-            proposed
+            id
         }
     };
     tx.commit().map_err(sqlite("commit the device id"))?;
     Ok(id)
 }
 
-/// A fresh device id: 128 bits from the process's hash randomness (seeded by the OS), the time and
-/// the process id, as 32 hex digits. Used once per database, when it is created.
-pub(crate) fn new_device_id() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let pid = std::process::id();
-    let high = RandomState::new().hash_one((nanos, pid, 1u8));
-    let low = RandomState::new().hash_one((pid, nanos, 2u8));
-    format!("{high:016x}{low:016x}")
+/// A fresh device id: 128 bits from the operating system's random source (`getrandom`), as 32 hex
+/// digits, the shape of a UUID v4 without its version bits. Used once per database, when it is
+/// created. Devices must never share an id (mutation ids are `(device, seq)`), so no weaker
+/// source (time, process id) is used as a fallback: a failing OS source is an error.
+pub(crate) fn new_device_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -300,11 +308,15 @@ mod tests {
 
     #[test]
     fn device_ids_differ_between_databases_and_stay_once_stored() {
+        let here = Path::new(":memory:");
         let mut conn = open_memory().unwrap();
-        let first = device_id(&mut conn, new_device_id()).unwrap();
-        let again = device_id(&mut conn, new_device_id()).unwrap();
+        let first = device_id(&mut conn, None, here).unwrap();
+        let again = device_id(&mut conn, None, here).unwrap();
         assert_eq!(first, again);
         assert_eq!(first.len(), 32);
-        assert_ne!(new_device_id(), new_device_id());
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        let mut other = open_memory().unwrap();
+        assert_ne!(device_id(&mut other, None, here).unwrap(), first);
+        assert_ne!(new_device_id().unwrap(), new_device_id().unwrap());
     }
 }

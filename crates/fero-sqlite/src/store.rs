@@ -96,7 +96,8 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Open`] when the file cannot be opened, [`Error::SchemaTooNew`] when it was written
-    /// by a newer `fero-sqlite`, [`Error::Sqlite`] when a migration fails.
+    /// by a newer `fero-sqlite`, [`Error::Sqlite`] when a migration fails, [`Error::DeviceId`]
+    /// when a new database's device id cannot be drawn from the operating system.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         Self::open_with(path, StoreOptions::new()).await
     }
@@ -131,8 +132,8 @@ impl SqliteStore {
     {
         let task = tokio::task::spawn_blocking(move || {
             let (mut conn, path, device_id) = open()?;
-            let device_id =
-                schema::device_id(&mut conn, device_id.unwrap_or_else(schema::new_device_id))?;
+            let at = path.as_deref().unwrap_or(std::path::Path::new(":memory:"));
+            let device_id = schema::device_id(&mut conn, device_id, at)?;
             Ok(Db::new(conn, device_id, path))
         });
         let db = match task.await {
