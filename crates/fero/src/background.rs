@@ -237,6 +237,11 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 rebase: Vec::new(),
             };
             let mut settled = Vec::new();
+            // A transiently failed apply is retried with the page fetched again, and its
+            // conflicts must then be decided again the same way: newly parked ids join `parked`
+            // only after the apply succeeded, and `modified` (from which the edits the server
+            // won were taken) is listed again after a failure.
+            let mut newly_parked = Vec::new();
             for payload in items {
                 let id = payload.item.id();
                 if self.parked.contains(id) {
@@ -278,15 +283,20 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                         server: payload,
                     }),
                     Resolved::Park(_) => {
-                        self.parked.insert(payload.item.id().to_owned());
+                        newly_parked.push(payload.item.id().to_owned());
                     }
                 }
             }
-            let result = self
-                .handler
-                .apply_remote_changes(changes, context)
-                .await
-                .map_err(apply_error)?;
+            let result = match self.handler.apply_remote_changes(changes, context).await {
+                Ok(result) => result,
+                Err(error) => {
+                    // The store kept every local edit (nothing of the page was written), so
+                    // listing them again is exact; it happens on this failure path only.
+                    self.modified = None;
+                    return Err(apply_error(error));
+                }
+            };
+            self.parked.extend(newly_parked);
             self.conflicts += settled.len() as u64;
             self.resolver.publish(settled).await?;
             Ok(result)

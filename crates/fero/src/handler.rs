@@ -106,8 +106,12 @@ pub type HandlerResult<T> = std::result::Result<T, HandlerError>;
 ///   written (the page is fetched again). Writing the same page twice must be harmless (after a
 ///   crash between apply and checkpoint, the page comes again). See [`ApplyContext`] for saving
 ///   the checkpoint in the same transaction.
-/// - A [`HandlerError::transient`] error is retried with backoff, a permanent one fails the
-///   feature's run.
+/// - A [`HandlerError::transient`] error is retried with the feature's backoff (the wait is
+///   cancellable, the attempts are bounded as for every handler call); a permanent one, or the
+///   last attempt, fails the feature's run with its checkpoint unchanged. This holds for
+///   `save_to_local` too: after a transient failure the engine fetches the page again from the
+///   same checkpoint and calls `save_to_local` with it, so the page it retries is always a
+///   fresh copy (the engine keeps none).
 #[async_trait]
 pub trait InitialSyncHandler: Send + Sync + 'static {
     /// The server's item type.
@@ -146,7 +150,9 @@ pub trait InitialSyncHandler: Send + Sync + 'static {
     /// Writes one page locally.
     ///
     /// # Errors
-    /// Transient or permanent [`HandlerError`]s; nothing of the page may stay written.
+    /// Transient or permanent [`HandlerError`]s; nothing of the page may stay written. A
+    /// transient error is retried with backoff (the page is fetched again from the same
+    /// checkpoint first); a permanent one ends the run and the checkpoint is not saved.
     async fn save_to_local(
         &self,
         items: Vec<SyncPayload<Self::Item>>,
@@ -163,6 +169,10 @@ pub trait InitialSyncHandler: Send + Sync + 'static {
 ///   [`InitialSyncHandler::fetch_remote_data`].
 /// - `apply_remote_changes` writes a page with conflicts already resolved; all or nothing, and
 ///   harmless to repeat. See [`RemoteChanges`] for what to do with local edits.
+/// - A [`HandlerError::transient`] error of any call is retried with the feature's backoff
+///   (cancellable, attempts bounded); a permanent one, or the last attempt, fails the feature's
+///   cycle. For `apply_remote_changes` the retry fetches the page again from the unchanged
+///   checkpoint, lists the local edits again and resolves its conflicts again.
 /// - `push_local_changes` sends local edits and records the server's acceptances locally before it
 ///   returns (see [`PushResult`]). Items the server rejects as conflicts come back with the
 ///   server's state and are resolved by the feature's strategy.
@@ -213,7 +223,9 @@ pub trait BackgroundSyncHandler: Send + Sync + 'static {
     /// Writes a page of server changes, conflicts resolved.
     ///
     /// # Errors
-    /// Transient or permanent [`HandlerError`]s; nothing of the page may stay written.
+    /// Transient or permanent [`HandlerError`]s; nothing of the page may stay written. A
+    /// transient error is retried with backoff (the page fetched again from the same
+    /// checkpoint); a permanent one ends the cycle and the checkpoint is not saved.
     async fn apply_remote_changes(
         &self,
         changes: RemoteChanges<Self::Local, Self::Server>,

@@ -259,33 +259,51 @@ impl Inner {
                 Err(error) => error,
             };
             attempts += 1;
-            let decision = {
-                let mut random = lock(&self.random);
-                retry::decide(&error, attempts, settings.backoff.as_ref(), random.as_mut())
-            };
-            match decision {
-                RetryDecision::GiveUp => {
-                    return Err(Error::Handler {
+            self.wait_before_retry(run, key, operation, settings, error, attempts)
+                .await?;
+        }
+    }
+
+    /// After the `attempts`-th failed attempt of `operation`: asks the retry policy, and for a
+    /// retry emits [`SyncEvent::Retrying`] and waits the backoff's delay on tokio's clock
+    /// (cancellable). Returns `Ok` when the caller should attempt again; the handler error when
+    /// it is permanent or the attempts are used up; [`Error::Cancelled`] when the run is
+    /// cancelled during the wait.
+    pub(crate) async fn wait_before_retry(
+        &self,
+        run: &RunCtx,
+        key: &FeatureKey,
+        operation: Operation,
+        settings: &FeatureSettings,
+        error: crate::handler::HandlerError,
+        attempts: u32,
+    ) -> Result<()> {
+        let decision = {
+            let mut random = lock(&self.random);
+            retry::decide(&error, attempts, settings.backoff.as_ref(), random.as_mut())
+        };
+        match decision {
+            RetryDecision::GiveUp => Err(Error::Handler {
+                feature: key.clone(),
+                operation,
+                attempts,
+                source: error,
+            }),
+            RetryDecision::Retry(delay) => {
+                tracing::debug!(feature = %key, %operation, attempts, ?delay, error = %error, "retrying");
+                self.emit(SyncEvent::Retrying {
+                    feature: key.clone(),
+                    operation,
+                    attempt: attempts,
+                    delay,
+                    error: error.to_string(),
+                });
+                tokio::select! {
+                    biased;
+                    _ = run.token.cancelled() => Err(Error::Cancelled {
                         feature: key.clone(),
-                        operation,
-                        attempts,
-                        source: error,
-                    });
-                }
-                RetryDecision::Retry(delay) => {
-                    tracing::debug!(feature = %key, %operation, attempts, ?delay, error = %error, "retrying");
-                    self.emit(SyncEvent::Retrying {
-                        feature: key.clone(),
-                        operation,
-                        attempt: attempts,
-                        delay,
-                        error: error.to_string(),
-                    });
-                    tokio::select! {
-                        biased;
-                        _ = run.token.cancelled() => return Err(cancelled()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    }),
+                    _ = tokio::time::sleep(delay) => Ok(()),
                 }
             }
         }
@@ -725,9 +743,10 @@ impl FeroSync {
     /// Runs one background cycle of `feature` (and of what it depends on, first) now.
     ///
     /// # Errors
-    /// [`Error::UnknownFeature`] for a key with no background feature, otherwise as for
-    /// [`run`](Self::run).
+    /// [`Error::Disposed`] after [`dispose`](Self::dispose), [`Error::UnknownFeature`] for a key
+    /// with no background feature, otherwise as for [`run`](Self::run).
     pub async fn sync_feature(&self, feature: impl Into<FeatureKey>) -> Result<RunReport> {
+        self.inner.check_alive()?;
         let key = feature.into();
         let node = self.background_node(&key)?;
         let nodes: Vec<usize> = self
@@ -761,7 +780,8 @@ impl FeroSync {
     /// beginning). Use it to repair drift found by a digest check.
     ///
     /// # Errors
-    /// [`Error::UnknownFeature`], a repo failure, or as for [`run`](Self::run).
+    /// [`Error::Disposed`], [`Error::UnknownFeature`], a repo failure, or as for
+    /// [`run`](Self::run).
     pub async fn trigger_initial_sync(&self, feature: impl Into<FeatureKey>) -> Result<RunReport> {
         self.inner.check_alive()?;
         let key = feature.into();
@@ -776,6 +796,8 @@ impl FeroSync {
         {
             // Reset under the run lock so no run is mid-page on this feature.
             let _running = self.inner.run_lock.lock().await;
+            // A dispose that came while this call waited for the lock leaves the repo alone.
+            self.inner.check_alive()?;
             self.inner
                 .repo_call(&key, self.inner.repo.clear_checkpoint(&key))
                 .await?;
@@ -798,7 +820,8 @@ impl FeroSync {
         }
     }
 
-    /// Adds an app's own event to the stream.
+    /// Adds an app's own event to the stream. After [`dispose`](Self::dispose) the stream is
+    /// closed and the event goes nowhere.
     pub fn emit_sync_event(&self, event: SyncEvent) {
         self.inner.emit(event);
     }
@@ -823,24 +846,27 @@ impl FeroSync {
     }
 
     /// Every feature's latest status, first the current value, then each change. A slow reader
-    /// skips intermediate values but always sees the latest.
+    /// skips intermediate values but always sees the latest. After [`dispose`](Self::dispose) it
+    /// still yields the last statuses, which no longer change.
     pub fn status_stream(&self) -> WatchStream<StatusMap> {
         WatchStream::new(self.inner.status.subscribe())
     }
 
-    /// Every feature's status now.
+    /// Every feature's status now (after [`dispose`](Self::dispose): as it was left).
     pub fn status(&self) -> StatusMap {
         self.inner.status.borrow().clone()
     }
 
-    /// One feature's status now; `None` for an unknown key.
+    /// One feature's status now; `None` for an unknown key (after [`dispose`](Self::dispose): as
+    /// it was left).
     pub fn feature_status(&self, feature: impl Into<FeatureKey>) -> Option<FeatureStatus> {
         self.inner.status.borrow().get(&feature.into()).cloned()
     }
 
     /// Stops the run in flight at its next safe point: no checkpoint is saved for a page whose
     /// apply did not finish, and a later run resumes from the last saved checkpoint. Runs started
-    /// after this call are not affected.
+    /// after this call are not affected. After [`dispose`](Self::dispose) there is nothing to
+    /// cancel and it does nothing.
     pub fn cancel(&self) {
         let mut token = lock(&self.inner.cancel);
         token.cancel();
@@ -848,7 +874,10 @@ impl FeroSync {
     }
 
     /// Cancels the run in flight, waits for it and the background loop to stop, and closes the
-    /// event stream. Later calls return [`Error::Disposed`]. Calling it twice is harmless.
+    /// event stream. Later calls of every method that returns a `Result` return
+    /// [`Error::Disposed`] and change nothing; the others say in their docs what they do then
+    /// (streams end or stay still, status reads the last values, events go nowhere). Calling it
+    /// twice is harmless.
     pub async fn dispose(&self) {
         self.inner.disposed.store(true, Ordering::Release);
         self.inner.shutdown.cancel();
@@ -867,9 +896,9 @@ impl FeroSync {
     /// local edit is pushed in the next cycle.
     ///
     /// # Errors
-    /// [`Error::UnknownFeature`], [`Error::NotParked`] when nothing is parked for `id`,
-    /// [`Error::Decode`] for a merged value that is not the feature's local item type, or a
-    /// handler or repo failure.
+    /// [`Error::Disposed`] after [`dispose`](Self::dispose), [`Error::UnknownFeature`],
+    /// [`Error::NotParked`] when nothing is parked for `id`, [`Error::Decode`] for a merged value
+    /// that is not the feature's local item type, or a handler or repo failure.
     pub async fn resolve_conflict(
         &self,
         feature: impl Into<FeatureKey>,
@@ -880,6 +909,7 @@ impl FeroSync {
         let key = feature.into();
         let node = self.background_node(&key)?;
         let _running = self.inner.run_lock.lock().await;
+        self.inner.check_alive()?;
         let parked = self
             .inner
             .repo_call(&key, self.inner.repo.parked_conflicts(&key))
@@ -902,11 +932,12 @@ impl FeroSync {
     /// The feature's parked conflicts, oldest first.
     ///
     /// # Errors
-    /// A repo failure.
+    /// [`Error::Disposed`] after [`dispose`](Self::dispose), or a repo failure.
     pub async fn parked_conflicts(
         &self,
         feature: impl Into<FeatureKey>,
     ) -> Result<Vec<ParkedConflict>> {
+        self.inner.check_alive()?;
         let key = feature.into();
         self.inner
             .repo_call(&key, self.inner.repo.parked_conflicts(&key))
@@ -916,11 +947,12 @@ impl FeroSync {
     /// The feature's quarantined changes, oldest first.
     ///
     /// # Errors
-    /// A repo failure.
+    /// [`Error::Disposed`] after [`dispose`](Self::dispose), or a repo failure.
     pub async fn quarantined_changes(
         &self,
         feature: impl Into<FeatureKey>,
     ) -> Result<Vec<QuarantinedChange>> {
+        self.inner.check_alive()?;
         let key = feature.into();
         self.inner
             .repo_call(&key, self.inner.repo.quarantined(&key))
@@ -930,9 +962,16 @@ impl FeroSync {
     /// Releases a quarantined change: it is pushed again in the next cycle.
     ///
     /// # Errors
-    /// [`Error::NotParked`] when nothing is quarantined for `id`, or a repo failure.
+    /// [`Error::Disposed`] after [`dispose`](Self::dispose), [`Error::UnknownFeature`] for a key
+    /// with no background feature, [`Error::NotParked`] when nothing is quarantined for `id`, or
+    /// a repo failure.
     pub async fn retry_quarantined(&self, feature: impl Into<FeatureKey>, id: &str) -> Result<()> {
+        self.inner.check_alive()?;
         let key = feature.into();
+        self.background_node(&key)?;
+        // As discard_quarantined: not while a run pushes this feature, and not once disposed.
+        let _running = self.inner.run_lock.lock().await;
+        self.inner.check_alive()?;
         let removed = self
             .inner
             .repo_call(&key, self.inner.repo.remove_quarantined(&key, id))
@@ -951,7 +990,8 @@ impl FeroSync {
     /// Drops a quarantined change: the handler discards the local edit.
     ///
     /// # Errors
-    /// [`Error::UnknownFeature`], [`Error::NotParked`], or a handler or repo failure.
+    /// [`Error::Disposed`], [`Error::UnknownFeature`], [`Error::NotParked`], or a handler or
+    /// repo failure.
     pub async fn discard_quarantined(
         &self,
         feature: impl Into<FeatureKey>,
@@ -961,6 +1001,7 @@ impl FeroSync {
         let key = feature.into();
         let node = self.background_node(&key)?;
         let _running = self.inner.run_lock.lock().await;
+        self.inner.check_alive()?;
         let quarantined = self
             .inner
             .repo_call(&key, self.inner.repo.quarantined(&key))
