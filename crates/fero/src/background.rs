@@ -24,7 +24,7 @@ use crate::handler::{BackgroundSyncHandler, HandlerResult};
 use crate::item::{FeatureKey, LocalItem, ServerItem, SyncPayload};
 use crate::metadata::{ParkedConflict, QuarantinedChange};
 use crate::page::{ApplyContext, ApplyResult, Rebase, RemoteChanges, SyncBatchResult, SyncKind};
-use crate::pull::{Applier, pull};
+use crate::pull::Applier;
 use crate::report::FeatureCounts;
 use crate::sync::{FeatureSettings, Inner, RunCtx};
 
@@ -386,7 +386,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                 }
             })
         };
-        let mut counts = pull(
+        let mut counts = crate::resync::pull_or_resync(
             inner,
             run,
             key,
@@ -394,6 +394,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             settings,
             &fetch,
             &mut applier,
+            &crate::resync::BackgroundHooks(handler),
             |counts, _| {
                 inner.progress(key, SyncDirection::Pull, counts.pages, counts.pulled);
             },
