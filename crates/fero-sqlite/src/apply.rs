@@ -22,6 +22,8 @@ pub(crate) struct Page {
     pub(crate) rebase: Vec<Rebase<LocalDocument, Document>>,
     /// The feature and the checkpoint after this page, written with it.
     pub(crate) checkpoint: Option<(FeatureKey, SyncCheckpoint)>,
+    /// A page of a resync's pull from scratch: its rows are marked seen (see `crate::resync`).
+    pub(crate) resync: bool,
 }
 
 /// Writes a server state unless the row holds a pending local edit or a newer server state.
@@ -125,6 +127,10 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
         if write_rebase(conn, collection, rebase)? {
             applied += 1;
         }
+    }
+    if page.resync {
+        let items: Vec<&Document> = page.items.iter().map(|p| &p.item).collect();
+        crate::resync::mark_seen(conn, collection, &items)?;
     }
     if let Some((feature, checkpoint)) = &page.checkpoint {
         // Same transaction as the rows above: a crash leaves both or neither (exactly-once).
@@ -359,6 +365,7 @@ mod tests {
                 discard_local: Vec::new(),
                 rebase: Vec::new(),
                 checkpoint: Some((feature.clone(), SyncCheckpoint::at(SyncId(end)))),
+                resync: false,
             };
             assert_eq!(apply_page(&tx, page).unwrap(), PAGE as usize);
             tx.commit().unwrap();

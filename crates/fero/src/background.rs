@@ -250,6 +250,11 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                             Some("still waiting for the app"),
                         ));
                     }
+                    if context.resync.is_some() {
+                        // A resync's store must see every id the server holds; it keeps the
+                        // pending edit (the `RemoteChanges` contract).
+                        changes.items.push(payload);
+                    }
                     continue;
                 }
                 let Some(local) = modified.get(id) else {
@@ -258,7 +263,11 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 };
                 if !pulled_item_conflicts(local, &payload.item) {
                     // The state the edit was made on (or our own write echoed back): the local
-                    // edit stays on top of it.
+                    // edit stays on top of it. A resync passes it on all the same, so the store
+                    // sees every id the server holds; the store keeps the pending edit.
+                    if context.resync.is_some() {
+                        changes.items.push(payload);
+                    }
                     continue;
                 }
                 let (resolved, s) = self
