@@ -101,7 +101,7 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
             continue;
         }
         let data = encode_json(&doc.data, &doc.id, "data")?;
-        applied += upsert
+        let written = upsert
             .execute(params![
                 collection,
                 doc.id,
@@ -115,6 +115,11 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
                 "write document {:?} of {collection}",
                 doc.id
             )))?;
+        applied += written;
+        if written == 0 && page.checkpoint.is_some() && !page.resync {
+            // Refused: a pending edit, or a newer synced copy. Only the latter is news.
+            check_not_behind(conn, collection, doc)?;
+        }
     }
     let mut rebase_ids = HashSet::with_capacity(page.rebase.len());
     for rebase in page.rebase {
@@ -137,6 +142,31 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
         write_checkpoint(conn, feature, checkpoint)?;
     }
     Ok(applied)
+}
+
+/// Fails with [`Error::ServerBehind`] when the synced live copy of `doc` is newer than `doc`.
+///
+/// A server's versions of a row only grow, and a row deleted and purged can come back at a lower
+/// version only to a device that holds its tombstone (excluded here) or that was behind the
+/// purge horizon (which gets a 410 first). So a live synced copy above the pulled version means
+/// the server lost writes: the engine resyncs, even when the server did not notice it was
+/// restored (another device's pushes may already have lengthened its feed past this device's
+/// checkpoint).
+fn check_not_behind(conn: &Connection, collection: &str, doc: &Document) -> Result<()> {
+    let Some(local) = read_document(conn, collection, &doc.id)? else {
+        return Ok(());
+    };
+    match local.base_version {
+        Some(base) if !local.locally_modified && !local.deleted && base > doc.version => {
+            Err(Error::ServerBehind {
+                collection: collection.to_owned(),
+                id: doc.id.clone(),
+                local: base,
+                server: doc.version,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Drops the pending edit of `id` and its outbox entries, restoring the server state it rested

@@ -197,3 +197,42 @@ async fn a_resync_cut_short_by_a_failed_page_is_continued_by_the_next_run() {
     assert_eq!(local(&store).await, server(&remote));
     sync.dispose().await;
 }
+
+#[tokio::test]
+async fn a_pulled_row_older_than_the_synced_copy_starts_a_resync_though_the_server_never_noticed() {
+    let remote = FakeRemote::new();
+    remote.write(C, "a", json!({ "v": 1 }));
+    let (store, handler, sync) = device(&remote, 10).await;
+    sync.run().await.unwrap();
+    let backup = remote.backup();
+    // Two acknowledged edits of a after the backup: the device holds a at version 3.
+    store.put(C, "a", json!({ "v": 2 })).await.unwrap();
+    sync.run().await.unwrap();
+    store.put(C, "a", json!({ "v": 3 })).await.unwrap();
+    sync.run().await.unwrap();
+    assert_eq!(store.get(C, "a").await.unwrap().unwrap().version.0, 3);
+
+    // The server is restored without noticing, and other clients write again, past the
+    // device's checkpoint: the device's next pull brings a at version 2, older than its copy.
+    remote.restore_unnoticed(&backup);
+    remote.write(C, "x", json!({ "v": "x" }));
+    remote.write(C, "y", json!({ "v": "y" }));
+    remote.write(C, "a", json!({ "v": "other, on the restored copy" }));
+
+    let (started, completed) = run_collecting(&sync).await;
+    assert_eq!(
+        started, 1,
+        "the older row is a resync request, not a silent skip"
+    );
+    assert_eq!(completed, vec![(ResyncReason::ServerBehind, 0, 0, 1)]);
+    let rows = local(&store).await;
+    assert_eq!(
+        rows["a"],
+        json!({ "v": 3 }),
+        "the newest acknowledged write is kept"
+    );
+    assert_eq!(rows["x"], json!({ "v": "x" }));
+    assert_eq!(rows, server(&remote), "and pushed back to the server");
+    assert!(handler.verify().await.unwrap().is_match());
+    sync.dispose().await;
+}

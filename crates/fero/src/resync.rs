@@ -24,6 +24,11 @@
 //! (a store that records resyncs durably does); should the server refuse that checkpoint, the
 //! resync starts over.
 //!
+//! An apply can ask for a resync too: a store that finds a pulled row older than the synced copy
+//! it holds (the server lost writes without noticing it) fails the page with
+//! `HandlerError::resync_required(ResyncReason::ServerBehind, ..)`; nothing of the page is
+//! written and the resync starts the same way.
+//!
 //! A second "resync required" during the pull from scratch fails the feature with
 //! [`Error::ResyncLoop`](crate::Error::ResyncLoop) instead of starting over: a server that cannot
 //! serve its own feed from the beginning would otherwise be asked again forever.
@@ -177,11 +182,12 @@ impl<H: BackgroundSyncHandler> ResyncHooks for BackgroundHooks<'_, H> {
     }
 }
 
-/// The reason of a failed fetch that asks for a resync.
+/// The reason of a failed fetch (the server's answer) or apply (a store that found the server
+/// behind its rows) that asks for a resync.
 fn resync_reason(error: &Error) -> Option<ResyncReason> {
     match error {
         Error::Handler {
-            operation: Operation::Fetch,
+            operation: Operation::Fetch | Operation::Apply,
             source,
             ..
         } => source.resync_reason(),

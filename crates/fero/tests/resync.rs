@@ -37,6 +37,8 @@ struct Scripted {
     outcome: ResyncOutcome,
     /// The resync begun and not yet ended, as a store would record it durably.
     in_progress: Arc<Mutex<Option<ResyncReason>>>,
+    /// Applies outside a resync refuse the page: the store found the server behind its rows.
+    server_behind_rows: bool,
 }
 
 impl Scripted {
@@ -46,6 +48,7 @@ impl Scripted {
             calls: Arc::default(),
             outcome,
             in_progress: Arc::default(),
+            server_behind_rows: false,
         }
     }
 
@@ -75,14 +78,20 @@ impl Scripted {
             .expect("a fetch beyond the script")
     }
 
-    fn apply(&self, ids: Vec<String>, context: &ApplyContext) -> ApplyResult {
+    fn apply(&self, ids: Vec<String>, context: &ApplyContext) -> HandlerResult<ApplyResult> {
         self.log(Call::Apply {
             page: context.page,
             ids: ids.clone(),
             last_page: context.last_page,
             resync: context.resync,
         });
-        ApplyResult::applied(ids.len())
+        if self.server_behind_rows && context.resync.is_none() {
+            return Err(HandlerError::resync_required(
+                ResyncReason::ServerBehind,
+                "a pulled row is older than the synced copy",
+            ));
+        }
+        Ok(ApplyResult::applied(ids.len()))
     }
 }
 
@@ -125,7 +134,7 @@ impl BackgroundSyncHandler for Scripted {
         context: &ApplyContext,
     ) -> HandlerResult<ApplyResult> {
         let ids = changes.items.iter().map(|p| p.item.id.clone()).collect();
-        Ok(self.apply(ids, context))
+        self.apply(ids, context)
     }
 
     async fn push_local_changes(
@@ -172,7 +181,7 @@ impl InitialSyncHandler for Scripted {
         context: &ApplyContext,
     ) -> HandlerResult<ApplyResult> {
         let ids = items.iter().map(|p| p.item.id.clone()).collect();
-        Ok(self.apply(ids, context))
+        self.apply(ids, context)
     }
 
     async fn begin_resync(&self, _: &FeatureKey, reason: ResyncReason) -> HandlerResult<()> {
@@ -456,6 +465,45 @@ async fn a_resync_interrupted_by_a_failed_page_keeps_its_checkpoint_and_is_conti
             apply(1, &["c"], true, Some(ResyncReason::TombstonesPurged)),
             Call::End(ResyncReason::TombstonesPurged),
         ]
+    );
+    sync.dispose().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_finds_the_server_behind_its_rows_during_an_apply_starts_a_resync() {
+    let mut handler = Scripted::new(
+        vec![
+            Ok(SyncBatchResult::final_page(
+                vec![rec("a", 51)],
+                SyncCheckpoint::at(SyncId(51)),
+            )),
+            Ok(SyncBatchResult::final_page(
+                vec![rec("a", 3), rec("b", 4)],
+                SyncCheckpoint::at(SyncId(51)),
+            )),
+        ],
+        ResyncOutcome::new(0, 0, 1),
+    );
+    handler.server_behind_rows = true;
+    let repo = repo_at(50).await;
+    let sync = background(&handler, &repo);
+    sync.run().await.expect("the resync completes the cycle");
+    let behind = Some(ResyncReason::ServerBehind);
+    assert_eq!(
+        handler.calls(),
+        vec![
+            Call::Fetch(Some(50)),
+            apply(1, &["a"], true, None),
+            Call::Begin(ResyncReason::ServerBehind),
+            Call::Fetch(None),
+            apply(1, &["a", "b"], true, behind),
+            Call::End(ResyncReason::ServerBehind),
+        ]
+    );
+    // The refused page saved no checkpoint; the resync's did.
+    assert_eq!(
+        repo.checkpoint(&"items".into()).await.unwrap(),
+        Some(SyncCheckpoint::at(SyncId(51)))
     );
     sync.dispose().await;
 }

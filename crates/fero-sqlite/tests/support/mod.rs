@@ -171,6 +171,13 @@ impl FakeRemote {
         state.restored = true;
     }
 
+    /// Restores `backup` like `restore`, but the server never notices: pulls from beyond its
+    /// feed answer empty pages, as a server without a restore check does.
+    pub(crate) fn restore_unnoticed(&self, backup: &Backup) {
+        self.restore(backup);
+        self.lock().restored = false;
+    }
+
     pub(crate) fn fail_next_pull(&self, error: RemoteError) {
         self.lock().fail_pulls.push(error);
     }
