@@ -5,7 +5,7 @@
 //! |---|---|
 //! | timeout, connection refused or lost, 408, 429, 5xx | [`Transient`](RemoteErrorKind::Transient), with `Retry-After` (seconds) in `retry_after` |
 //! | 401, 403 | [`Unauthorized`](RemoteErrorKind::Unauthorized) |
-//! | 410 with code `resync_required` | [`ResyncRequired`](RemoteErrorKind::ResyncRequired) |
+//! | 410 with code `resync_required` | [`ResyncRequired`](RemoteErrorKind::ResyncRequired), with the body's `reason` in `resync_reason` (absent: `tombstones_purged`); the engine then resyncs the collection |
 //! | any other 4xx | [`Permanent`](RemoteErrorKind::Permanent), message from the JSON error body |
 //! | unparsable answer, checkpoint backwards, push results not matching the changes 1:1, another protocol version | [`Protocol`](RemoteErrorKind::Protocol) |
 //!
@@ -16,7 +16,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-use fero_protocol::{ErrorBody, ErrorCode, RemoteError, RemoteErrorKind};
+use fero_protocol::{ErrorBody, ErrorCode, RemoteError, RemoteErrorKind, ResyncReason};
 use reqwest::StatusCode;
 
 /// An [`HttpRemote`](crate::HttpRemote) configuration was rejected by `build()`.
@@ -201,6 +201,14 @@ pub(crate) fn from_status(
 ) -> RemoteError {
     let (code, detail) = describe_body(body);
     let code_note = code_text(code);
+    // A 410 body without a reason comes from a server that knew only the purge horizon.
+    let resync_reason =
+        (status.as_u16() == 410 && code == Some(ErrorCode::ResyncRequired)).then(|| {
+            serde_json::from_slice::<ErrorBody>(body)
+                .ok()
+                .and_then(|parsed| parsed.error.reason)
+                .unwrap_or(ResyncReason::TombstonesPurged)
+        });
     let (kind, message) = match status.as_u16() {
         401 | 403 => (
             RemoteErrorKind::Unauthorized,
@@ -209,14 +217,27 @@ pub(crate) fn from_status(
                  missing, unknown or not allowed: configure a valid token"
             ),
         ),
-        410 if code == Some(ErrorCode::ResyncRequired) => (
-            RemoteErrorKind::ResyncRequired,
-            format!(
-                "{call} was refused with {status}{code_note}: {detail}; the local checkpoint is \
-                 behind the server's tombstone purge horizon: drop the collection's local copy \
-                 and checkpoint and sync it again from the beginning"
-            ),
-        ),
+        410 if code == Some(ErrorCode::ResyncRequired) => {
+            let why = match resync_reason {
+                Some(ResyncReason::TombstonesPurged) => {
+                    "the local checkpoint is behind the server's tombstone purge horizon"
+                }
+                Some(ResyncReason::ServerBehind) => {
+                    "the local checkpoint is ahead of the server's feed (a server restored from \
+                     an older backup)"
+                }
+                _ => "the server cannot continue from the local checkpoint",
+            };
+            (
+                RemoteErrorKind::ResyncRequired,
+                format!(
+                    "{call} was refused with {status}{code_note} ({}): {detail}; {why}: the \
+                     collection is pulled again from the beginning (fero's engine does it by \
+                     itself)",
+                    resync_reason.unwrap_or(ResyncReason::Unknown)
+                ),
+            )
+        }
         408 | 429 | 500..=599 => {
             let wait = match retry_after {
                 Some(delay) => format!(" after at least {delay:?} (Retry-After)"),
@@ -251,6 +272,9 @@ pub(crate) fn from_status(
     if kind == RemoteErrorKind::Transient {
         error.retry_after = retry_after;
     }
+    if kind == RemoteErrorKind::ResyncRequired {
+        error.resync_reason = resync_reason;
+    }
     error
 }
 
@@ -269,6 +293,37 @@ mod tests {
 
     fn body(code: ErrorCode, message: &str) -> Vec<u8> {
         serde_json::to_vec(&ErrorBody::new(code, message)).unwrap()
+    }
+
+    #[test]
+    fn a_410_resync_required_carries_its_reason_and_an_absent_one_is_the_purge_horizon() {
+        let gone = StatusCode::from_u16(410).unwrap();
+        for (reason, expected) in [
+            (Some(ResyncReason::ServerBehind), ResyncReason::ServerBehind),
+            (
+                Some(ResyncReason::TombstonesPurged),
+                ResyncReason::TombstonesPurged,
+            ),
+            (None, ResyncReason::TombstonesPurged),
+        ] {
+            let mut body = ErrorBody::new(ErrorCode::ResyncRequired, "why");
+            body.error.reason = reason;
+            let body = serde_json::to_vec(&body).unwrap();
+            let error = from_status("notes", Call::Pull, gone, None, &body);
+            assert_eq!(error.kind, RemoteErrorKind::ResyncRequired);
+            assert_eq!(error.resync_reason, Some(expected), "{error}");
+            assert!(error.message.contains(&expected.to_string()), "{error}");
+            let handler = fero::HandlerError::from(error);
+            assert!(handler.resync_reason().is_some());
+        }
+        let not_found = from_status(
+            "notes",
+            Call::Pull,
+            gone,
+            None,
+            &body(ErrorCode::NotFound, "x"),
+        );
+        assert_eq!(not_found.resync_reason, None);
     }
 
     #[test]

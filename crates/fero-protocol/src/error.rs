@@ -180,7 +180,18 @@ impl RemoteError {
 impl From<RemoteError> for HandlerError {
     fn from(error: RemoteError) -> Self {
         let retry_after = error.retry_after;
-        let handler = if error.is_transient() {
+        let handler = if error.kind == RemoteErrorKind::ResyncRequired {
+            // An absent reason is the only cause older servers had (see `ErrorDetail::reason`).
+            let reason = match error
+                .resync_reason
+                .unwrap_or(ResyncReason::TombstonesPurged)
+            {
+                ResyncReason::TombstonesPurged => fero::ResyncReason::TombstonesPurged,
+                ResyncReason::ServerBehind => fero::ResyncReason::ServerBehind,
+                ResyncReason::Unknown => fero::ResyncReason::Unknown,
+            };
+            HandlerError::resync_required(reason, error.to_string())
+        } else if error.is_transient() {
             HandlerError::transient(error.to_string())
         } else {
             HandlerError::permanent(error.to_string())
@@ -219,5 +230,24 @@ mod tests {
         let old: ErrorBody =
             serde_json::from_str(r#"{"error":{"code":"resync_required","message":"m"}}"#).unwrap();
         assert_eq!(old.error.reason, None);
+    }
+
+    #[test]
+    fn a_resync_error_becomes_a_resync_handler_error_with_its_reason() {
+        let behind = RemoteError::resync_required("notes", ResyncReason::ServerBehind, "ahead");
+        let handler = HandlerError::from(behind);
+        assert_eq!(
+            handler.resync_reason(),
+            Some(fero::ResyncReason::ServerBehind)
+        );
+        assert!(!handler.is_transient());
+        // A 410 without a reason is the purge horizon, the only cause older servers had.
+        let old = RemoteError::new(RemoteErrorKind::ResyncRequired, "notes", "behind");
+        assert_eq!(
+            HandlerError::from(old).resync_reason(),
+            Some(fero::ResyncReason::TombstonesPurged)
+        );
+        let other = RemoteError::new(RemoteErrorKind::Permanent, "notes", "bad");
+        assert_eq!(HandlerError::from(other).resync_reason(), None);
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Page {
     pub(crate) rebase: Vec<Rebase<LocalDocument, Document>>,
     /// The feature and the checkpoint after this page, written with it.
     pub(crate) checkpoint: Option<(FeatureKey, SyncCheckpoint)>,
+    /// A page of a resync's pull from scratch: its rows are marked seen (see `crate::resync`).
+    pub(crate) resync: bool,
 }
 
 /// Writes a server state unless the row holds a pending local edit or a newer server state.
@@ -99,7 +101,7 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
             continue;
         }
         let data = encode_json(&doc.data, &doc.id, "data")?;
-        applied += upsert
+        let written = upsert
             .execute(params![
                 collection,
                 doc.id,
@@ -113,6 +115,11 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
                 "write document {:?} of {collection}",
                 doc.id
             )))?;
+        applied += written;
+        if written == 0 && page.checkpoint.is_some() && !page.resync {
+            // Refused: a pending edit, or a newer synced copy. Only the latter is news.
+            check_not_behind(conn, collection, doc)?;
+        }
     }
     let mut rebase_ids = HashSet::with_capacity(page.rebase.len());
     for rebase in page.rebase {
@@ -126,11 +133,40 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
             applied += 1;
         }
     }
+    if page.resync {
+        let items: Vec<&Document> = page.items.iter().map(|p| &p.item).collect();
+        crate::resync::mark_seen(conn, collection, &items)?;
+    }
     if let Some((feature, checkpoint)) = &page.checkpoint {
         // Same transaction as the rows above: a crash leaves both or neither (exactly-once).
         write_checkpoint(conn, feature, checkpoint)?;
     }
     Ok(applied)
+}
+
+/// Fails with [`Error::ServerBehind`] when the synced live copy of `doc` is newer than `doc`.
+///
+/// A server's versions of a row only grow, and a row deleted and purged can come back at a lower
+/// version only to a device that holds its tombstone (excluded here) or that was behind the
+/// purge horizon (which gets a 410 first). So a live synced copy above the pulled version means
+/// the server lost writes: the engine resyncs, even when the server did not notice it was
+/// restored (another device's pushes may already have lengthened its feed past this device's
+/// checkpoint).
+fn check_not_behind(conn: &Connection, collection: &str, doc: &Document) -> Result<()> {
+    let Some(local) = read_document(conn, collection, &doc.id)? else {
+        return Ok(());
+    };
+    match local.base_version {
+        Some(base) if !local.locally_modified && !local.deleted && base > doc.version => {
+            Err(Error::ServerBehind {
+                collection: collection.to_owned(),
+                id: doc.id.clone(),
+                local: base,
+                server: doc.version,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Drops the pending edit of `id` and its outbox entries, restoring the server state it rested
@@ -359,6 +395,7 @@ mod tests {
                 discard_local: Vec::new(),
                 rebase: Vec::new(),
                 checkpoint: Some((feature.clone(), SyncCheckpoint::at(SyncId(end)))),
+                resync: false,
             };
             assert_eq!(apply_page(&tx, page).unwrap(), PAGE as usize);
             tx.commit().unwrap();

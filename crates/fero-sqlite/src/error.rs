@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fero::{FeatureKey, HandlerError, RepoError, SyncId};
+use fero::{FeatureKey, HandlerError, RepoError, ResyncReason, SyncId, Version};
 use fero_protocol::RemoteError;
 use rusqlite::ErrorCode;
 
@@ -96,6 +96,26 @@ pub enum Error {
         stored: SyncId,
         /// The page's checkpoint.
         received: SyncId,
+    },
+    /// A pulled row is older than the synced copy this device holds: the server lost writes it
+    /// had acknowledged (restored from an older backup). The page was not applied; for the
+    /// engine it is a resync request ([`fero::ResyncReason::ServerBehind`]), so the collection is
+    /// pulled again from scratch and what the server lost is pushed back.
+    #[error(
+        "collection {collection}: the server sent {id:?} at version {server}, older than the \
+         synced version {local} this device holds: the server lost acknowledged writes (a \
+         restored backup); the page was not applied and the collection is resynced, pushing back \
+         what the server lost"
+    )]
+    ServerBehind {
+        /// The collection.
+        collection: String,
+        /// The row's id.
+        id: String,
+        /// The version this device holds.
+        local: Version,
+        /// The version the server sent.
+        server: Version,
     },
     /// A stored JSON value could not be read back (the file was changed by something else).
     #[error("collection {collection}: stored {what} of {id:?} is not valid JSON: {source}")]
@@ -211,6 +231,10 @@ impl From<Error> for HandlerError {
         match error {
             // Keep the remote's own mapping (transient kinds, Retry-After).
             Error::Remote { source, .. } => HandlerError::from(source),
+            Error::ServerBehind { .. } => {
+                HandlerError::resync_required(ResyncReason::ServerBehind, error.to_string())
+                    .with_source(error)
+            }
             other => {
                 let handler = if other.is_transient() {
                     HandlerError::transient(other.to_string())

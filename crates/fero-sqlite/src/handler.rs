@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use fero::{
-    ApplyContext, ApplyResult, BackgroundSyncHandler, HandlerResult, InitialSyncHandler, PageGate,
-    PushResult, RemoteChanges, SyncBatchResult, SyncCheckpoint, SyncPayload,
+    ApplyContext, ApplyResult, BackgroundSyncHandler, FeatureKey, HandlerResult,
+    InitialSyncHandler, PageGate, PushResult, RemoteChanges, ResyncOutcome, ResyncReason,
+    SyncBatchResult, SyncCheckpoint, SyncPayload,
 };
 use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
 
@@ -40,6 +41,13 @@ use crate::verify::VerifyReport;
 ///   call returns.
 /// - `conflict_base`: the stored copy of the server state an edit rests on.
 /// - `discard_local_change`: restores that copy and drops the outbox entries.
+/// - `begin_resync`, `end_resync` (after the server's 410 `resync_required`, see
+///   [`fero::resync`]): every row of the collection becomes unseen; each row of the pull from
+///   scratch is marked seen in its page's transaction, and a synced row the server holds at an
+///   older version is queued to be pushed back. At the end, pending local edits are kept (and
+///   pushed); synced rows not seen are removed for
+///   [`ResyncReason::TombstonesPurged`], and kept and queued to be pushed back as new writes
+///   otherwise (a server restored from a backup is healed, never trusted to delete).
 ///
 /// # Examples
 /// ```no_run
@@ -191,6 +199,7 @@ impl<R: Remote> CollectionSync<R> {
             discard_local: changes.discard_local,
             rebase: changes.rebase,
             checkpoint: checkpoint.map(|cp| (context.feature.clone(), cp)),
+            resync: context.resync.is_some(),
         };
         let operation = format!(
             "apply page {} of {} (feature {})",
@@ -214,6 +223,52 @@ impl<R: Remote> CollectionSync<R> {
         } else {
             ApplyResult::applied(applied)
         })
+    }
+
+    /// Starts a resync of the collection: every row becomes unseen (see [`fero::resync`]).
+    async fn resync_begin(&self, feature: &FeatureKey, reason: ResyncReason) -> Result<()> {
+        let collection = self.collection.to_string();
+        let operation = format!("start the resync ({reason}) of {collection} (feature {feature})");
+        let generation = self
+            .store
+            .db()
+            .write(&operation, move |tx| {
+                crate::resync::begin(tx, &collection, reason)
+            })
+            .await?;
+        tracing::info!(collection = %self.collection, %feature, %reason, generation, "resync started");
+        Ok(())
+    }
+
+    /// Ends a resync: settles the rows the pull from scratch did not bring back.
+    async fn resync_end(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+    ) -> Result<ResyncOutcome> {
+        let collection = self.collection.to_string();
+        let operation = format!("end the resync ({reason}) of {collection} (feature {feature})");
+        let outcome = self
+            .store
+            .db()
+            .write(&operation, move |tx| {
+                crate::resync::end(tx, &collection, reason)
+            })
+            .await?;
+        tracing::info!(collection = %self.collection, %feature, %reason, ?outcome, "resync ended");
+        Ok(outcome)
+    }
+
+    /// The resync of the collection that began and did not end, if any.
+    async fn resync_pending(&self) -> Result<Option<ResyncReason>> {
+        let collection = self.collection.to_string();
+        self.store
+            .db()
+            .read(
+                &format!("read the resync under way of {collection}"),
+                move |tx| crate::resync::in_progress(tx, &collection),
+            )
+            .await
     }
 
     async fn push(&self, items: &[LocalDocument]) -> Result<PushResult<Document>> {
@@ -292,6 +347,25 @@ impl<R: Remote> InitialSyncHandler for CollectionSync<R> {
             .apply(RemoteChanges::from_items(items), context)
             .await?)
     }
+
+    async fn begin_resync(&self, feature: &FeatureKey, reason: ResyncReason) -> HandlerResult<()> {
+        Ok(CollectionSync::resync_begin(self, feature, reason).await?)
+    }
+
+    async fn end_resync(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+    ) -> HandlerResult<ResyncOutcome> {
+        Ok(CollectionSync::resync_end(self, feature, reason).await?)
+    }
+
+    async fn resync_in_progress(
+        &self,
+        _feature: &FeatureKey,
+    ) -> HandlerResult<Option<ResyncReason>> {
+        Ok(self.resync_pending().await?)
+    }
 }
 
 #[fero::async_trait]
@@ -357,6 +431,25 @@ impl<R: Remote> BackgroundSyncHandler for CollectionSync<R> {
             .db()
             .write(&operation, move |tx| restore_base(tx, &collection, &id))
             .await?)
+    }
+
+    async fn begin_resync(&self, feature: &FeatureKey, reason: ResyncReason) -> HandlerResult<()> {
+        Ok(CollectionSync::resync_begin(self, feature, reason).await?)
+    }
+
+    async fn end_resync(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+    ) -> HandlerResult<ResyncOutcome> {
+        Ok(CollectionSync::resync_end(self, feature, reason).await?)
+    }
+
+    async fn resync_in_progress(
+        &self,
+        _feature: &FeatureKey,
+    ) -> HandlerResult<Option<ResyncReason>> {
+        Ok(self.resync_pending().await?)
     }
 }
 

@@ -102,6 +102,7 @@ pub mod verify;
 mod apply;
 mod db;
 mod push;
+mod resync;
 
 pub use document::{LocalDocument, OutboxEntry, OutboxOp};
 pub use error::{Error, Result};

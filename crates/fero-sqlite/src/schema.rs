@@ -7,6 +7,8 @@
 //! - `fero_documents`: one row per (collection, id): the local copy and the server state it
 //!   rests on (`base_*`), see [`LocalDocument`](crate::LocalDocument).
 //! - `fero_outbox`: pending local mutations in order; `seq` is the per-device mutation sequence.
+//! - `fero_resync`: per collection, the generation of its latest resync (see `resync_seen` on
+//!   `fero_documents`) and, while one is under way, its reason.
 
 use std::path::Path;
 use std::time::Duration;
@@ -84,6 +86,18 @@ const MIGRATIONS: &[&str] = &[
          data         TEXT    NOT NULL
      );
      CREATE INDEX fero_outbox_document ON fero_outbox (collection, id, seq);",
+    // 3: resync (a collection pulled again from scratch after the server's 410
+    // `resync_required`). A row is seen by the current resync when `resync_seen` equals the
+    // collection's generation in `fero_resync`; raising the generation marks every row unseen
+    // without writing them. `reason` is set while a resync is under way; `repushed` counts the
+    // rows its pages queued for a push.
+    "ALTER TABLE fero_documents ADD COLUMN resync_seen INTEGER;
+     CREATE TABLE fero_resync (
+         collection TEXT    PRIMARY KEY NOT NULL,
+         generation INTEGER NOT NULL,
+         reason     TEXT,
+         repushed   INTEGER NOT NULL DEFAULT 0
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build migrates to.

@@ -24,7 +24,7 @@ use crate::handler::{BackgroundSyncHandler, HandlerResult};
 use crate::item::{FeatureKey, LocalItem, ServerItem, SyncPayload};
 use crate::metadata::{ParkedConflict, QuarantinedChange};
 use crate::page::{ApplyContext, ApplyResult, Rebase, RemoteChanges, SyncBatchResult, SyncKind};
-use crate::pull::{Applier, pull};
+use crate::pull::Applier;
 use crate::report::FeatureCounts;
 use crate::sync::{FeatureSettings, Inner, RunCtx};
 
@@ -255,6 +255,11 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                             Some("still waiting for the app"),
                         ));
                     }
+                    if context.resync.is_some() {
+                        // A resync's store must see every id the server holds; it keeps the
+                        // pending edit (the `RemoteChanges` contract).
+                        changes.items.push(payload);
+                    }
                     continue;
                 }
                 let Some(local) = modified.get(id) else {
@@ -263,7 +268,11 @@ impl<H: BackgroundSyncHandler> Applier<H::Server> for BackgroundApply<'_, H> {
                 };
                 if !pulled_item_conflicts(local, &payload.item) {
                     // The state the edit was made on (or our own write echoed back): the local
-                    // edit stays on top of it.
+                    // edit stays on top of it. A resync passes it on all the same, so the store
+                    // sees every id the server holds; the store keeps the pending edit.
+                    if context.resync.is_some() {
+                        changes.items.push(payload);
+                    }
                     continue;
                 }
                 let (resolved, s) = self
@@ -396,7 +405,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
                 }
             })
         };
-        let mut counts = pull(
+        let mut counts = crate::resync::pull_or_resync(
             inner,
             run,
             key,
@@ -404,6 +413,7 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             settings,
             &fetch,
             &mut applier,
+            &crate::resync::BackgroundHooks(handler),
             |counts, _| {
                 inner.progress(key, SyncDirection::Pull, counts.pages, counts.pulled);
             },

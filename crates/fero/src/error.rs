@@ -6,6 +6,7 @@ use crate::item::{FeatureKey, SyncId};
 use crate::metadata::RepoError;
 use crate::page::ApplyError;
 use crate::report::{FeatureResult, RunReport};
+use crate::resync::ResyncReason;
 use crate::retry::BackoffError;
 
 /// The handler call that failed.
@@ -26,6 +27,8 @@ pub enum Operation {
     Discard,
     /// Reading or writing the metadata repo.
     Metadata,
+    /// Starting or ending a resync (`begin_resync`, `end_resync`).
+    Resync,
 }
 
 impl std::fmt::Display for Operation {
@@ -38,6 +41,7 @@ impl std::fmt::Display for Operation {
             Operation::Merge => "merge a conflict",
             Operation::Discard => "discard a local change",
             Operation::Metadata => "access the metadata repo",
+            Operation::Resync => "resync",
         })
     }
 }
@@ -255,6 +259,23 @@ pub enum Error {
         /// The serde error.
         message: String,
     },
+    /// The server asked for a resync again while the feature was being pulled from scratch
+    /// after a first request: the run stops here instead of starting over forever.
+    #[error(
+        "feature {feature}: the server asked for a resync ({second}) during the pull from \
+         scratch of a resync ({first}): {message}; the server cannot serve its own feed from the \
+         beginning; check its purge horizon and its database, then run the sync again"
+    )]
+    ResyncLoop {
+        /// The feature.
+        feature: FeatureKey,
+        /// The reason of the resync under way.
+        first: ResyncReason,
+        /// The reason of the second request.
+        second: ResyncReason,
+        /// The server's message of the second request.
+        message: String,
+    },
     /// `dispose()` was called; this instance can no longer sync.
     #[error("this FeroSync was disposed: build a new one to sync again")]
     Disposed,
@@ -318,7 +339,8 @@ impl Error {
             | Error::UnknownFeature { feature, .. }
             | Error::NotParked { feature, .. }
             | Error::NothingToRebase { feature, .. }
-            | Error::Decode { feature, .. } => Some(feature),
+            | Error::Decode { feature, .. }
+            | Error::ResyncLoop { feature, .. } => Some(feature),
             Error::Disposed | Error::FeaturesFailed { .. } => None,
         }
     }

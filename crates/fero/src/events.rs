@@ -23,6 +23,7 @@ use crate::conflict::{ConflictOutcome, ConflictPhase, ConflictResolutionStrategy
 use crate::error::{Error, Operation};
 use crate::item::{FeatureKey, Version};
 use crate::page::SyncKind;
+use crate::resync::ResyncReason;
 
 /// A conflict and its outcome, with both versions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -181,6 +182,27 @@ pub enum SyncEvent {
         /// Initial or background.
         kind: SyncKind,
     },
+    /// The server asked for a resync: the feature is pulled again from scratch (see
+    /// [`crate::resync`]).
+    ResyncStarted {
+        /// The feature.
+        feature: FeatureKey,
+        /// Why the server asked.
+        reason: ResyncReason,
+    },
+    /// A resync's pull from scratch ended and the rows it did not bring back were settled.
+    ResyncCompleted {
+        /// The feature.
+        feature: FeatureKey,
+        /// Why the server asked.
+        reason: ResyncReason,
+        /// Synced rows removed (the server deleted them and purged the tombstones).
+        removed: u64,
+        /// Rows the pull did not bring back that were kept.
+        kept: u64,
+        /// Rows queued to be pushed back to the server.
+        repushed: u64,
+    },
     /// An app's own event, emitted with [`FeroSync::emit_sync_event`](crate::FeroSync::emit_sync_event).
     Custom {
         /// The feature it concerns.
@@ -209,6 +231,8 @@ impl SyncEvent {
             | SyncEvent::Retrying { feature, .. }
             | SyncEvent::ChangeQuarantined { feature, .. }
             | SyncEvent::Cancelled { feature, .. }
+            | SyncEvent::ResyncStarted { feature, .. }
+            | SyncEvent::ResyncCompleted { feature, .. }
             | SyncEvent::Custom { feature, .. } => feature,
             SyncEvent::ConflictResolved(c) => &c.feature,
         }

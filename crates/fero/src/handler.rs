@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use crate::checkpoint::SyncCheckpoint;
 use crate::conflict::Conflict;
 use crate::gate::PageGate;
+use crate::item::FeatureKey;
 use crate::item::{LocalItem, ServerItem, SyncPayload};
 use crate::page::{ApplyContext, ApplyResult, PushResult, RemoteChanges, SyncBatchResult};
+use crate::resync::{ResyncOutcome, ResyncReason};
 
 /// Whether retrying an operation can help.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +38,7 @@ pub struct HandlerError {
     kind: ErrorKind,
     message: String,
     retry_after: Option<Duration>,
+    resync: Option<ResyncReason>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -47,6 +50,7 @@ impl HandlerError {
             kind: ErrorKind::Transient,
             message: message.into(),
             retry_after: None,
+            resync: None,
             source: None,
         }
     }
@@ -57,8 +61,31 @@ impl HandlerError {
             kind: ErrorKind::Permanent,
             message: message.into(),
             retry_after: None,
+            resync: None,
             source: None,
         }
+    }
+
+    /// The server cannot continue from the checkpoint and asks for a resync (HTTP 410
+    /// `resync_required`): a permanent error that, returned by a fetch, makes the engine pull the
+    /// feature again from scratch (see [`crate::resync`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use fero::{HandlerError, ResyncReason};
+    /// let err = HandlerError::resync_required(ResyncReason::TombstonesPurged, "behind the horizon");
+    /// assert_eq!(err.resync_reason(), Some(ResyncReason::TombstonesPurged));
+    /// assert!(!err.is_transient());
+    /// ```
+    pub fn resync_required(reason: ResyncReason, message: impl Into<String>) -> Self {
+        let mut error = HandlerError::permanent(message);
+        error.resync = Some(reason);
+        error
+    }
+
+    /// With [`resync_required`](Self::resync_required): why the server asks for a resync.
+    pub fn resync_reason(&self) -> Option<ResyncReason> {
+        self.resync
     }
 
     /// Attaches the underlying error.
@@ -158,6 +185,49 @@ pub trait InitialSyncHandler: Send + Sync + 'static {
         items: Vec<SyncPayload<Self::Item>>,
         context: &ApplyContext,
     ) -> HandlerResult<ApplyResult>;
+
+    /// The server asked for a resync (see [`crate::resync`]): the engine is about to clear the
+    /// feature's checkpoint and pull it again from scratch. A store marks its synced rows of
+    /// the feature unseen here, so [`end_resync`](Self::end_resync) can tell which rows the pull
+    /// did not bring back. The default does nothing.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run; the checkpoint is then left as it was.
+    async fn begin_resync(&self, feature: &FeatureKey, reason: ResyncReason) -> HandlerResult<()> {
+        let _ = (feature, reason);
+        Ok(())
+    }
+
+    /// The pull from scratch reached the end of the feed: settle the rows it did not bring back
+    /// (remove the synced ones for [`ResyncReason::TombstonesPurged`]; keep them, and queue for a
+    /// push those the server lacks or holds at an older version, otherwise). Pending local edits
+    /// are always kept. The default does nothing and reports nothing.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run.
+    async fn end_resync(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+    ) -> HandlerResult<ResyncOutcome> {
+        let _ = (feature, reason);
+        Ok(ResyncOutcome::default())
+    }
+
+    /// A resync of the feature that began and did not end (the app stopped, or a page failed
+    /// for good): the engine then continues it from the saved checkpoint, in resync mode, and
+    /// ends it. A store that records its resyncs durably answers the reason here; the default
+    /// answers `None`.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run.
+    async fn resync_in_progress(
+        &self,
+        feature: &FeatureKey,
+    ) -> HandlerResult<Option<ResyncReason>> {
+        let _ = feature;
+        Ok(None)
+    }
 }
 
 /// Pulls server changes, applies them, and pushes local edits, cycle after cycle.
@@ -279,6 +349,49 @@ pub trait BackgroundSyncHandler: Send + Sync + 'static {
             "cannot discard the local change of {id:?}: implement \
              BackgroundSyncHandler::discard_local_change"
         )))
+    }
+
+    /// The server asked for a resync (see [`crate::resync`]): the engine is about to clear the
+    /// feature's checkpoint and pull it again from scratch. A store marks its synced rows of
+    /// the feature unseen here, so [`end_resync`](Self::end_resync) can tell which rows the pull
+    /// did not bring back. The default does nothing.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run; the checkpoint is then left as it was.
+    async fn begin_resync(&self, feature: &FeatureKey, reason: ResyncReason) -> HandlerResult<()> {
+        let _ = (feature, reason);
+        Ok(())
+    }
+
+    /// The pull from scratch reached the end of the feed: settle the rows it did not bring back
+    /// (remove the synced ones for [`ResyncReason::TombstonesPurged`]; keep them, and queue for a
+    /// push those the server lacks or holds at an older version, otherwise). Pending local edits
+    /// are always kept. The default does nothing and reports nothing.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run.
+    async fn end_resync(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+    ) -> HandlerResult<ResyncOutcome> {
+        let _ = (feature, reason);
+        Ok(ResyncOutcome::default())
+    }
+
+    /// A resync of the feature that began and did not end (the app stopped, or a page failed
+    /// for good): the engine then continues it from the saved checkpoint, in resync mode, and
+    /// ends it. A store that records its resyncs durably answers the reason here; the default
+    /// answers `None`.
+    ///
+    /// # Errors
+    /// A [`HandlerError`] fails the feature's run.
+    async fn resync_in_progress(
+        &self,
+        feature: &FeatureKey,
+    ) -> HandlerResult<Option<ResyncReason>> {
+        let _ = feature;
+        Ok(None)
     }
 }
 

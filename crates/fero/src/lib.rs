@@ -60,6 +60,7 @@ pub mod memory;
 pub mod metadata;
 pub mod page;
 pub mod report;
+pub mod resync;
 pub mod retry;
 pub mod status;
 pub mod sync;
@@ -93,6 +94,7 @@ pub use page::{
     Rebase, RemoteChanges, SyncBatchResult, SyncKind,
 };
 pub use report::{FeatureCounts, FeatureOutcome, FeatureResult, RunReport};
+pub use resync::{ResyncOutcome, ResyncReason};
 pub use retry::{
     BackoffError, BackoffStrategy, ExponentialBackoff, FixedBackoff, RandomSource, RetryDecision,
     SeededRandom,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::SyncCheckpoint;
 use crate::item::{FeatureKey, SyncId, SyncPayload, Version};
+use crate::resync::ResyncReason;
 
 /// One fetched page of server changes.
 ///
@@ -96,6 +97,13 @@ pub struct ApplyContext {
     pub checkpoint: Option<SyncCheckpoint>,
     /// 1-based page number within the current pull (0 outside a pull).
     pub page: u64,
+    /// `true` when the server said no page follows this one. A pull can also end on an empty
+    /// page, which is not applied: a store that must act at the end of a pull does it in
+    /// `end_resync` (for a resync), not only here.
+    pub last_page: bool,
+    /// Set while the feature is pulled again from scratch after the server asked for a resync
+    /// (see [`crate::resync`]): a store marks each row of the page as seen by this resync.
+    pub resync: Option<ResyncReason>,
 }
 
 impl ApplyContext {
@@ -111,7 +119,21 @@ impl ApplyContext {
             kind,
             checkpoint,
             page,
+            last_page: false,
+            resync: None,
         }
+    }
+
+    /// The same context with [`last_page`](Self::last_page) set to `last`.
+    pub fn with_last_page(mut self, last: bool) -> Self {
+        self.last_page = last;
+        self
+    }
+
+    /// The same context with [`resync`](Self::resync) set to `reason`.
+    pub fn with_resync(mut self, reason: Option<ResyncReason>) -> Self {
+        self.resync = reason;
+        self
     }
 }
 

@@ -196,7 +196,8 @@ pub(crate) async fn pull<S: ServerItem>(
         let next = checkpoint_after(&page, current.as_ref());
         let more = page.checkpoint.is_some() && page.has_more;
         let number = counts.pages + 1;
-        let context = ApplyContext::new(key.clone(), kind, Some(next.clone()), number);
+        let context =
+            ApplyContext::new(key.clone(), kind, Some(next.clone()), number).with_last_page(!more);
         let items = page.items.len() as u64;
         let span = tracing::debug_span!("fero.page", page = number, items);
         let apply = applier.apply(page.items, &context).instrument(span);
@@ -334,7 +335,7 @@ impl<H: InitialSyncHandler> InitialRunner for TypedInitial<H> {
                     })
                 };
             let mut applier = InitialApply { handler };
-            pull(
+            crate::resync::pull_or_resync(
                 inner,
                 run,
                 key,
@@ -342,6 +343,7 @@ impl<H: InitialSyncHandler> InitialRunner for TypedInitial<H> {
                 settings,
                 &fetch,
                 &mut applier,
+                &crate::resync::InitialHooks(handler),
                 |counts, checkpoint| {
                     inner.page_done(key, SyncKind::Initial, counts, checkpoint);
                 },

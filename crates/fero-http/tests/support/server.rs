@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use fero_server::{SeedRow, Server, SqliteStorage, Tokens, UserId};
 
-/// `token=user` pairs every test server accepts: two devices of alice, one of bob.
-pub(crate) const TOKENS: &str = "alice-phone=alice,alice-laptop=alice,bob-phone=bob";
+/// `token=user` pairs every test server accepts: three devices of alice, one of bob.
+pub(crate) const TOKENS: &str =
+    "alice-phone=alice,alice-laptop=alice,alice-tablet=alice,bob-phone=bob";
 
 /// A running server. Dropping it crashes it.
 pub(crate) struct TestServer {

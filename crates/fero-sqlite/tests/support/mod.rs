@@ -11,19 +11,21 @@ use fero::{
 };
 use fero_protocol::{
     ChangeOutcome, ChangeResult, Digest, DigestResponse, Document, MutationId, PullRequest,
-    PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
+    PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind, ResyncReason,
 };
 use serde_json::Value;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Collection {
     rows: HashMap<String, Document>,
     /// sync_id -> id, one entry per id at its latest write.
     feed: BTreeMap<u64, String>,
     answers: HashMap<MutationId, ChangeResult>,
+    /// Tombstones up to here were purged: a pull from below answers resync_required.
+    horizon: u64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct State {
     collections: HashMap<String, Collection>,
     next_sync_id: u64,
@@ -34,7 +36,16 @@ struct State {
     rejected_ids: HashSet<String>,
     pushes: Vec<PushRequest>,
     pulls: Vec<Option<SyncId>>,
+    /// Set by `restore`: a pull from beyond the feed answers resync_required (server_behind).
+    restored: bool,
+    /// Checkpoints handed out by pulls that started from scratch (or from one of these): a pull
+    /// from scratch reads past the purge horizon, as the real server's from-scratch cursor does.
+    scratch: HashSet<u64>,
 }
+
+/// A copy of a fake server's state, as a backup.
+#[derive(Clone)]
+pub(crate) struct Backup(State);
 
 /// A fake sync server. Clones share it.
 #[derive(Clone, Default)]
@@ -128,6 +139,45 @@ impl FakeRemote {
             .unwrap_or_default()
     }
 
+    /// Deletes every tombstone of `collection` and raises its purge horizon to the newest one.
+    pub(crate) fn purge_tombstones(&self, collection: &str) -> usize {
+        let mut state = self.lock();
+        // Positions handed out before the purge are ordinary positions again.
+        state.scratch.clear();
+        let coll = state.collections.entry(collection.to_owned()).or_default();
+        let purged: Vec<Document> = coll.rows.values().filter(|d| d.deleted).cloned().collect();
+        for doc in &purged {
+            coll.rows.remove(&doc.id);
+            coll.feed.remove(&doc.sync_id.0);
+            coll.horizon = coll.horizon.max(doc.sync_id.0);
+        }
+        purged.len()
+    }
+
+    /// A copy of the whole server, as a backup.
+    pub(crate) fn backup(&self) -> Backup {
+        Backup(self.lock().clone())
+    }
+
+    /// Restores `backup`: every write after it is lost. Pulls from beyond the restored feed
+    /// answer resync_required (server_behind), as the real server does.
+    pub(crate) fn restore(&self, backup: &Backup) {
+        let mut state = self.lock();
+        let pushes = std::mem::take(&mut state.pushes);
+        let pulls = std::mem::take(&mut state.pulls);
+        *state = backup.0.clone();
+        state.pushes = pushes;
+        state.pulls = pulls;
+        state.restored = true;
+    }
+
+    /// Restores `backup` like `restore`, but the server never notices: pulls from beyond its
+    /// feed answer empty pages, as a server without a restore check does.
+    pub(crate) fn restore_unnoticed(&self, backup: &Backup) {
+        self.restore(backup);
+        self.lock().restored = false;
+    }
+
     pub(crate) fn fail_next_pull(&self, error: RemoteError) {
         self.lock().fail_pulls.push(error);
     }
@@ -188,6 +238,27 @@ impl Remote for FakeRemote {
             ));
         }
         let after = after.map_or(0, |s| s.0);
+        let from_scratch = request.checkpoint.is_none() || state.scratch.contains(&after);
+        if !from_scratch {
+            let horizon = state.collections.get(collection).map_or(0, |c| c.horizon);
+            if after < horizon {
+                return Err(RemoteError::resync_required(
+                    collection,
+                    ResyncReason::TombstonesPurged,
+                    format!("checkpoint {after} is behind the purge horizon {horizon}"),
+                ));
+            }
+            if state.restored && after > state.next_sync_id {
+                return Err(RemoteError::resync_required(
+                    collection,
+                    ResyncReason::ServerBehind,
+                    format!(
+                        "checkpoint {after} is ahead of the feed ({})",
+                        state.next_sync_id
+                    ),
+                ));
+            }
+        }
         let limit = request.limit as usize;
         let Some(coll) = state.collections.get(collection) else {
             return Ok(PullResponse {
@@ -205,6 +276,9 @@ impl Remote for FakeRemote {
         let has_more = items.len() > limit;
         items.truncate(limit);
         let last = items.last().map_or(after, |d| d.sync_id.0);
+        if from_scratch {
+            state.scratch.insert(last);
+        }
         Ok(PullResponse {
             items,
             checkpoint: SyncCheckpoint::at(SyncId(last)),
