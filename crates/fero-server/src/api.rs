@@ -16,8 +16,7 @@ use axum::{Json, Router};
 use fero::{SyncCheckpoint, SyncId};
 use fero_protocol::{
     Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, ErrorCode, MAX_PAGE_SIZE,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PushRequest, PushResponse,
-    validate_collection_name,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PushResponse, validate_collection_name,
 };
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -29,14 +28,9 @@ use tracing::Level;
 use crate::api_error::{ApiError, JsonBody};
 use crate::cursor;
 use crate::server::Server;
-use crate::storage::StoredDocument;
+use crate::storage::{FeedPosition, StoredDocument};
 use crate::user::UserId;
-
-/// The longest item id accepted in a push, in bytes; longer ids are rejected per change.
-pub(crate) const MAX_ID_BYTES: usize = 512;
-
-/// The longest device id of a mutation id, in bytes.
-pub(crate) const MAX_DEVICE_BYTES: usize = 256;
+use crate::validate::{PushBody, reject_reason};
 
 /// How often an idle change stream sends a keep-alive comment by default: often enough that
 /// proxies with a 30 to 60 second idle timeout keep the connection open.
@@ -236,14 +230,15 @@ async fn pull(
             "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         )));
     }
-    let after = match &from.cursor {
+    let position = match &from.cursor {
         Some(text) => cursor::decode(text).map_err(ApiError::invalid_cursor)?,
-        None => from.last_sync_id,
+        None => FeedPosition::from(from.last_sync_id),
     };
+    let after = position.after;
     let page = state
         .server
         .storage()
-        .pull(user, collection, after, limit)
+        .pull_from(user, collection, position, limit)
         .await?;
     // The checkpoint comes from the rows of the page, which came from one read transaction.
     let checkpoint = match page.items.last() {
@@ -254,7 +249,10 @@ async fn pull(
             cursor: None,
         },
     };
-    let cursor = cursor::encode(checkpoint.last_sync_id);
+    // The horizon recorded by the request's cursor is carried on while the scan stays below it
+    // (the page was served because the client accounts for it).
+    let horizon = page.horizon.max(position.horizon.unwrap_or_default());
+    let cursor = cursor::encode(checkpoint.last_sync_id, horizon);
     Ok(Json(PullAnswer {
         items: page.items,
         checkpoint: checkpoint.with_cursor(cursor),
@@ -262,35 +260,11 @@ async fn pull(
     }))
 }
 
-/// Why a change cannot be written whatever the stored state, or `None` when it is well formed.
-fn reject_reason(change: &Change) -> Option<(&'static str, String)> {
-    if change.id.is_empty() || change.id.len() > MAX_ID_BYTES {
-        return Some((
-            "invalid_id",
-            format!(
-                "an item id must be 1 to {MAX_ID_BYTES} bytes long, got {}",
-                change.id.len()
-            ),
-        ));
-    }
-    let device = &change.mutation_id.device;
-    if device.is_empty() || device.len() > MAX_DEVICE_BYTES {
-        return Some((
-            "invalid_mutation_id",
-            format!(
-                "a mutation id's device must be 1 to {MAX_DEVICE_BYTES} bytes long, got {}",
-                device.len()
-            ),
-        ));
-    }
-    None
-}
-
 async fn push(
     State(state): State<AppState>,
     Caller(user): Caller,
     Collection(collection): Collection,
-    JsonBody(request): JsonBody<PushRequest>,
+    JsonBody(request): JsonBody<PushBody>,
 ) -> Result<Json<PushResponse>, ApiError> {
     let max = usize::try_from(MAX_PAGE_SIZE).unwrap_or(usize::MAX);
     if request.changes.len() > max {
@@ -303,7 +277,7 @@ async fn push(
     // answers are put back in request order.
     let mut answers: Vec<Option<ChangeResult>> = Vec::with_capacity(request.changes.len());
     let mut valid = Vec::with_capacity(request.changes.len());
-    for change in request.changes {
+    for change in request.changes.into_iter().map(Change::from) {
         match reject_reason(&change) {
             Some((code, message)) => answers.push(Some(ChangeResult {
                 id: change.id,

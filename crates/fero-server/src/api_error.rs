@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fero_protocol::{ErrorBody, ErrorCode};
+use fero_protocol::{ErrorBody, ErrorCode, ResyncReason};
 use serde::de::DeserializeOwned;
 
 use crate::error::StorageError;
@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: ErrorCode,
     pub(crate) message: String,
+    /// With 410 `resync_required`: why, sent as `error.reason`.
+    pub(crate) reason: Option<ResyncReason>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            reason: None,
         }
     }
 
@@ -84,13 +87,17 @@ impl ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::ResyncRequired { .. } => ApiError::new(
-                StatusCode::GONE,
-                ErrorCode::ResyncRequired,
-                error.to_string(),
-            ),
-            other => {
+        match error.resync_reason() {
+            Some(reason) => ApiError {
+                reason: Some(reason),
+                ..ApiError::new(
+                    StatusCode::GONE,
+                    ErrorCode::ResyncRequired,
+                    error.to_string(),
+                )
+            },
+            None => {
+                let other = error;
                 // The details name tables and files: they go to the log, not to the client.
                 tracing::error!(error = %other, "storage failed");
                 ApiError::new(
@@ -106,8 +113,9 @@ impl From<StorageError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthorized = self.code == ErrorCode::Unauthorized;
-        let mut response =
-            (self.status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.reason = self.reason;
+        let mut response = (self.status, Json(body)).into_response();
         if unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

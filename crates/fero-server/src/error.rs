@@ -22,6 +22,23 @@ pub enum StorageError {
         /// The greatest `sync_id` of a purged tombstone.
         horizon: SyncId,
     },
+    /// The pull's position is beyond the user's highest assigned `sync_id`: the server's
+    /// database lost writes it had acknowledged (it was restored from an older backup, say).
+    /// Serving it would silently skip every row written from now on up to that position.
+    #[error(
+        "collection {collection:?}: position {position} is ahead of this server's feed, which \
+         ends at {head} (the server's database is older than the client's copy, e.g. restored \
+         from a backup); pull again from the beginning, keep the rows the server lacks and push \
+         them again"
+    )]
+    ServerBehind {
+        /// The collection.
+        collection: String,
+        /// The position the client sent.
+        position: SyncId,
+        /// The user's highest assigned `sync_id` on this server.
+        head: SyncId,
+    },
     /// The database could not be opened or its schema not be created.
     #[error("cannot open the database {path:?}: {source}")]
     Open {
@@ -96,9 +113,22 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// `true` for [`StorageError::ResyncRequired`]: the client must pull from scratch.
+    /// `true` for [`StorageError::ResyncRequired`] and [`StorageError::ServerBehind`]: the
+    /// client must pull from scratch.
     pub fn is_resync_required(&self) -> bool {
-        matches!(self, StorageError::ResyncRequired { .. })
+        self.resync_reason().is_some()
+    }
+
+    /// Why the client must pull from scratch, for the 410 answer's `reason`; `None` for every
+    /// other error.
+    pub fn resync_reason(&self) -> Option<fero_protocol::ResyncReason> {
+        match self {
+            StorageError::ResyncRequired { .. } => {
+                Some(fero_protocol::ResyncReason::TombstonesPurged)
+            }
+            StorageError::ServerBehind { .. } => Some(fero_protocol::ResyncReason::ServerBehind),
+            _ => None,
+        }
     }
 }
 
@@ -177,6 +207,13 @@ pub enum BuildError {
          may retry a push (default 30 days)"
     )]
     ZeroMutationRetention,
+    /// The tombstone retention is zero: every deletion would be purged at the next schedule,
+    /// and every device that had not pulled it yet would have to pull from scratch.
+    #[error(
+        "tombstone retention must be above zero; keep tombstones at least as long as a device \
+         may stay offline (default 90 days), or turn the scheduled purge off with `None`"
+    )]
+    ZeroTombstoneRetention,
 }
 
 /// [`Server::serve`](crate::Server::serve) failed.

@@ -68,18 +68,20 @@ mod storage;
 pub mod storage_suite;
 mod tokens;
 mod user;
+mod validate;
 
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
 pub use server::{
-    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,
+    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_TOMBSTONE_RETENTION,
+    MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,
 };
 pub use sqlite::SqliteStorage;
 pub use storage::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, StoredDocument,
-    seed_pages,
+    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage,
+    StoredDocument, seed_pages,
 };
 pub use tokens::Tokens;
 pub use user::UserId;

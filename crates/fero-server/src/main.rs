@@ -5,6 +5,8 @@
 //! FERO_TOKENS="tok1=alice,tok2=bob" fero-server --db :memory:
 //! fero-server --db postgres://fero@db.internal:5432/fero --tokens tokens.toml
 //! fero-server --db sync.db --tokens tokens.toml --mutation-retention 90d
+//! fero-server --db sync.db --tokens tokens.toml --tombstone-retention off
+//! fero-server purge-tombstones --db sync.db --older-than 30d
 //! ```
 
 use std::net::SocketAddr;
@@ -13,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use fero::{Clock, SystemClock, Timestamp};
 use fero_server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
-    PostgresStorage, Server, SqliteStorage, Tokens,
+    PostgresStorage, Server, SqliteStorage, Storage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).
@@ -71,7 +74,44 @@ struct Cli {
         default_value = "30d"
     )]
     mutation_retention: Duration,
+
+    /// How long a tombstone (a deleted row) is kept; older ones are purged every hour, and a
+    /// device whose checkpoint is behind a purged one gets 410 resync_required and pulls the
+    /// collection again. Seconds or a number with a unit (`90d`, `12h`), or `off` to keep every
+    /// tombstone. Default: 90 days.
+    #[arg(
+        long,
+        value_name = "DURATION|off",
+        value_parser = parse_tombstone_retention,
+        default_value = "90d"
+    )]
+    tombstone_retention: TombstoneRetention,
+
+    /// A one-shot command instead of serving.
+    #[command(subcommand)]
+    command: Option<Command>,
 }
+
+/// One-shot commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Deletes the tombstones deleted more than --older-than ago, raises the purge horizons
+    /// (clients behind them get 410 resync_required), prints how many went, and exits. Safe
+    /// while servers run on the same database.
+    PurgeTombstones {
+        /// The database: a SQLite file or a postgres:// URL, as for serving.
+        #[arg(long, value_name = "PATH|URL")]
+        db: String,
+        /// Purge tombstones deleted longer ago than this: seconds or a number with a unit
+        /// (`30d`, `12h`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        older_than: Duration,
+    },
+}
+
+/// `--tombstone-retention`: a duration, or off.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct TombstoneRetention(Option<Duration>);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -83,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return run_command(command).await;
+    }
 
     let mut tokens = Tokens::new();
     if let Some(path) = &cli.tokens {
@@ -98,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
     let builder = Server::builder()
         .tokens(tokens)
         .body_limit(cli.body_limit)
-        .mutation_retention(cli.mutation_retention);
+        .mutation_retention(cli.mutation_retention)
+        .tombstone_retention(cli.tombstone_retention.0);
     let builder = if is_postgres_url(&cli.db) {
         let storage = PostgresStorage::builder(&cli.db)
             .pool_size(cli.pool_size)
@@ -123,6 +167,10 @@ async fn main() -> anyhow::Result<()> {
         %address,
         db = %redact(&cli.db),
         mutation_retention = %humantime::format_duration(cli.mutation_retention),
+        tombstone_retention = %cli.tombstone_retention.0.map_or_else(
+            || "off".to_owned(),
+            |retention| humantime::format_duration(retention).to_string()
+        ),
         "serving"
     );
     server.serve(listener, shutdown_signal()).await?;
@@ -147,6 +195,46 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(retention)
+}
+
+/// Runs a one-shot command.
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::PurgeTombstones { db, older_than } => {
+            let storage: Box<dyn Storage> = if is_postgres_url(&db) {
+                Box::new(PostgresStorage::builder(&db).pool_size(1).connect().await?)
+            } else {
+                let path = PathBuf::from(&db);
+                // Opening creates a missing file; a purge of a database that is not there is
+                // a typo, not an empty database.
+                if !path.exists() {
+                    anyhow::bail!("no database at {db:?}; pass the --db the server runs on");
+                }
+                Box::new(SqliteStorage::open(path)?)
+            };
+            let age = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+            let deleted_before = Timestamp(SystemClock.now().0.saturating_sub(age));
+            let report = storage
+                .purge_tombstones_deleted_before(deleted_before)
+                .await
+                .with_context(|| format!("purging tombstones in {}", redact(&db)))?;
+            println!(
+                "purged {} tombstones deleted more than {} ago, in {} collections",
+                report.purged,
+                humantime::format_duration(older_than),
+                report.collections
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `--tombstone-retention`: `off`, or a duration as [`parse_retention`] reads it.
+fn parse_tombstone_retention(text: &str) -> Result<TombstoneRetention, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(TombstoneRetention(None));
+    }
+    parse_retention(text).map(|retention| TombstoneRetention(Some(retention)))
 }
 
 /// `--db` names a PostgreSQL database rather than a SQLite file.
@@ -230,6 +318,37 @@ mod tests {
         assert_eq!(cli.mutation_retention, DEFAULT_MUTATION_RETENTION);
         let cli = Cli::try_parse_from(["fero-server", "--mutation-retention", "7d"]).unwrap();
         assert_eq!(cli.mutation_retention, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn tombstone_retention_takes_a_duration_or_off() {
+        let cli = Cli::try_parse_from(["fero-server"]).unwrap();
+        assert_eq!(
+            cli.tombstone_retention,
+            TombstoneRetention(Some(fero_server::DEFAULT_TOMBSTONE_RETENTION))
+        );
+        let cli = Cli::try_parse_from(["fero-server", "--tombstone-retention", "off"]).unwrap();
+        assert_eq!(cli.tombstone_retention, TombstoneRetention(None));
+        let cli = Cli::try_parse_from(["fero-server", "--tombstone-retention", "7d"]).unwrap();
+        assert_eq!(
+            cli.tombstone_retention,
+            TombstoneRetention(Some(Duration::from_secs(7 * 24 * 3600)))
+        );
+        assert!(Cli::try_parse_from(["fero-server", "--tombstone-retention", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "fero-server",
+            "purge-tombstones",
+            "--db",
+            "x.db",
+            "--older-than",
+            "30d",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::PurgeTombstones { ref db, older_than })
+                if db == "x.db" && older_than == Duration::from_secs(30 * 24 * 3600)
+        ));
     }
 
     #[test]

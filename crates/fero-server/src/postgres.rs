@@ -52,8 +52,8 @@ use tokio_postgres::{Config, IsolationLevel, NoTls, Row};
 
 use crate::error::StorageError;
 use crate::storage::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, StoredDocument,
-    seq_key, to_sql,
+    FeedPosition, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport,
+    SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
 };
 use crate::user::UserId;
 
@@ -156,6 +156,16 @@ ALTER TABLE fero_mutations ALTER COLUMN recorded_at
 CREATE INDEX fero_mutations_recorded ON fero_mutations (recorded_at);
 ",
     },
+    Migration {
+        version: 3,
+        description: "mutations.collection, to refuse a mutation id reused for another row",
+        // Nullable without a default: no rewrite of the table. Answers recorded before (and by
+        // version 2 processes still running during a rolling upgrade) have none; for them only
+        // the item id is compared, until retention prunes them.
+        sql: "
+ALTER TABLE fero_mutations ADD COLUMN collection TEXT;
+",
+    },
 ];
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS fero_schema_migrations (
@@ -172,15 +182,18 @@ const SELECT_ROW: &str = "SELECT id, sync_id, version, updated_at, deleted, data
      WHERE owner = $1 AND collection = $2 AND id = $3";
 const SELECT_HORIZON: &str =
     "SELECT sync_id FROM fero_horizons WHERE owner = $1 AND collection = $2";
+/// The user's highest assigned `sync_id`, read (not locked) by a pull.
+const SELECT_COUNTER: &str = "SELECT value FROM fero_counters WHERE owner = $1";
 const LOCK_COUNTER: &str = "SELECT value FROM fero_counters WHERE owner = $1 FOR UPDATE";
 const CREATE_COUNTER: &str = "INSERT INTO fero_counters (owner, value) VALUES ($1, 0)
      ON CONFLICT (owner) DO NOTHING";
 const STORE_COUNTER: &str = "UPDATE fero_counters SET value = $2 WHERE owner = $1";
 const NEXT_NAIVE_SYNC_ID: &str = "SELECT nextval('fero_naive_sync_id')";
 const SELECT_MUTATION: &str =
-    "SELECT result FROM fero_mutations WHERE owner = $1 AND device = $2 AND seq = $3";
-const INSERT_MUTATION: &str = "INSERT INTO fero_mutations (owner, device, seq, result, recorded_at)
-     VALUES ($1, $2, $3, $4, $5)";
+    "SELECT result, collection FROM fero_mutations WHERE owner = $1 AND device = $2 AND seq = $3";
+const INSERT_MUTATION: &str =
+    "INSERT INTO fero_mutations (owner, device, seq, result, recorded_at, collection)
+     VALUES ($1, $2, $3, $4, $5, $6)";
 /// One batch of a prune: up to `$2` answers recorded before `$1`. Rows another prune has locked
 /// are skipped (it deletes them), so concurrent prunes never wait on or deadlock with each
 /// other; a short batch ends the prune.
@@ -211,6 +224,18 @@ const SELECT_LIVE: &str =
 /// its horizon (`sync_id`s are per user, so a bound of one user can lie ahead of another's).
 const PURGE: &str = "WITH purged AS (
          DELETE FROM fero_rows WHERE deleted AND sync_id < $1
+         RETURNING owner, collection, sync_id
+     ), raised AS (
+         INSERT INTO fero_horizons (owner, collection, sync_id)
+         SELECT owner, collection, MAX(sync_id) FROM purged GROUP BY owner, collection
+         ON CONFLICT (owner, collection)
+             DO UPDATE SET sync_id = GREATEST(fero_horizons.sync_id, excluded.sync_id)
+         RETURNING 1
+     )
+     SELECT (SELECT COUNT(*) FROM purged), (SELECT COUNT(*) FROM raised)";
+/// [`PURGE`] for the tombstones deleted before a time (`updated_at < $1`).
+const PURGE_DELETED_BEFORE: &str = "WITH purged AS (
+         DELETE FROM fero_rows WHERE deleted AND updated_at < $1
          RETURNING owner, collection, sync_id
      ), raised AS (
          INSERT INTO fero_horizons (owner, collection, sync_id)
@@ -558,8 +583,8 @@ pub(crate) enum Failure {
     Pool(#[from] PoolError),
     #[error("{message}")]
     Corrupt { id: String, message: String },
-    #[error("checkpoint {checkpoint} is behind the purge horizon {horizon}")]
-    Resync { checkpoint: SyncId, horizon: SyncId },
+    #[error("the pull's position is refused: {0:?}")]
+    Position(PositionRefusal),
 }
 
 impl Failure {
@@ -592,14 +617,7 @@ impl Failure {
                 id,
                 message,
             },
-            Failure::Resync {
-                checkpoint,
-                horizon,
-            } => StorageError::ResyncRequired {
-                collection,
-                checkpoint,
-                horizon,
-            },
+            Failure::Position(refusal) => refusal.into_storage(&collection),
         }
     }
 }
@@ -803,12 +821,18 @@ impl Inner {
                 .await?
             {
                 let stored: &str = row.try_get(0)?;
+                let recorded_collection: Option<&str> = row.try_get(1)?;
                 let original: ChangeResult =
                     serde_json::from_str(stored).map_err(|error| Failure::Corrupt {
                         id: format!("{device}/{}", change.mutation_id.seq),
                         message: format!("stored push result is not JSON: {error}"),
                     })?;
-                results.push(original);
+                results.push(replay_answer(
+                    change,
+                    collection,
+                    recorded_collection,
+                    original,
+                ));
                 continue;
             }
             let sync_id = sync_ids.take(&tx).await?;
@@ -887,7 +911,7 @@ impl Inner {
             let insert_mutation = tx.prepare_cached(INSERT_MUTATION).await?;
             tx.execute(
                 &insert_mutation,
-                &[&owner, &device, &seq, &stored, &updated_at],
+                &[&owner, &device, &seq, &stored, &updated_at, &collection],
             )
             .await?;
             last_written = Some(sync_id);
@@ -974,39 +998,45 @@ impl Inner {
 
 async fn pull_in(
     mut client: deadpool_postgres::Object,
+    sync_ids: SyncIdSource,
     owner: &str,
     collection: &str,
-    after: SyncId,
+    from: FeedPosition,
     limit: u32,
 ) -> Result<PullPage, Failure> {
-    // One snapshot for the horizon check, the page and `has_more`.
+    // One snapshot for the position checks, the page and `has_more`.
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
-    if after.0 > 0 {
-        let select_horizon = tx.prepare_cached(SELECT_HORIZON).await?;
-        if let Some(row) = tx
-            .query_opt(&select_horizon, &[&owner, &collection])
-            .await?
-        {
-            let horizon = SyncId(from_sql(row.try_get(0)?, collection, "horizon")?);
-            if after < horizon {
-                return Err(Failure::Resync {
-                    checkpoint: after,
-                    horizon,
-                });
-            }
-        }
-    }
+    let select_horizon = tx.prepare_cached(SELECT_HORIZON).await?;
+    let horizon = match tx
+        .query_opt(&select_horizon, &[&owner, &collection])
+        .await?
+    {
+        Some(row) => SyncId(from_sql(row.try_get(0)?, collection, "horizon")?),
+        None => SyncId(0),
+    };
+    // The naive proof variant keeps no counter, so it cannot tell where the feed ends.
+    let head = if from.after.0 > 0 && sync_ids == SyncIdSource::Counter {
+        let select_counter = tx.prepare_cached(SELECT_COUNTER).await?;
+        let head: i64 = match tx.query_opt(&select_counter, &[&owner]).await? {
+            Some(row) => row.try_get(0)?,
+            None => 0,
+        };
+        Some(SyncId(from_sql(head, owner, "counter")?))
+    } else {
+        None
+    };
+    check_position(from, head, horizon).map_err(Failure::Position)?;
     let select_page = tx.prepare_cached(SELECT_PAGE).await?;
     let wanted = i64::from(limit) + 1;
     let rows = tx
         .query(
             &select_page,
-            &[&owner, &collection, &to_sql(after.0), &wanted],
+            &[&owner, &collection, &to_sql(from.after.0), &wanted],
         )
         .await?;
     tx.commit().await?;
@@ -1017,7 +1047,11 @@ async fn pull_in(
         .take(limit)
         .map(stored_document)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PullPage { items, has_more })
+    Ok(PullPage {
+        items,
+        has_more,
+        horizon,
+    })
 }
 
 async fn digest_in(
@@ -1037,13 +1071,15 @@ async fn digest_in(
     Ok(digest)
 }
 
+/// Runs one of the purge statements ([`PURGE`], [`PURGE_DELETED_BEFORE`]) with its bound.
 async fn purge_in(
     mut client: deadpool_postgres::Object,
-    before: SyncId,
+    statement: &'static str,
+    bound: u64,
 ) -> Result<PurgeReport, Failure> {
     let tx = client.transaction().await?;
-    let purge = tx.prepare_cached(PURGE).await?;
-    let row = tx.query_one(&purge, &[&to_sql(before.0)]).await?;
+    let purge = tx.prepare_cached(statement).await?;
+    let row = tx.query_one(&purge, &[&to_sql(bound)]).await?;
     let purged: i64 = row.try_get(0)?;
     let collections: i64 = row.try_get(1)?;
     tx.commit().await?;
@@ -1063,17 +1099,24 @@ async fn prune_batch(client: deadpool_postgres::Object, before: Timestamp) -> Re
 
 #[async_trait]
 impl Storage for PostgresStorage {
-    async fn pull(
+    async fn pull_from(
         &self,
         owner: &UserId,
         collection: &str,
-        after: SyncId,
+        from: FeedPosition,
         limit: u32,
     ) -> Result<PullPage, StorageError> {
         let client = self.client("pull", collection).await?;
-        pull_in(client, owner.as_str(), collection, after, limit)
-            .await
-            .map_err(|failure| failure.into_storage("pull", collection))
+        pull_in(
+            client,
+            self.inner.sync_ids,
+            owner.as_str(),
+            collection,
+            from,
+            limit,
+        )
+        .await
+        .map_err(|failure| failure.into_storage("pull", collection))
     }
 
     async fn push(
@@ -1099,8 +1142,20 @@ impl Storage for PostgresStorage {
     }
 
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
-        self.write("purge tombstones", "", |client| purge_in(client, before))
-            .await
+        self.write("purge tombstones", "", |client| {
+            purge_in(client, PURGE, before.0)
+        })
+        .await
+    }
+
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: Timestamp,
+    ) -> Result<PurgeReport, StorageError> {
+        self.write("purge tombstones", "", |client| {
+            purge_in(client, PURGE_DELETED_BEFORE, deleted_before.0)
+        })
+        .await
     }
 
     async fn prune_mutations(

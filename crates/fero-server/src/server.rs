@@ -34,6 +34,11 @@ pub const DEFAULT_MUTATION_RETENTION: Duration = Duration::from_secs(30 * 24 * 6
 /// it starts). Answers live at most this much longer than the retention.
 pub const MUTATION_PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
+/// How long a tombstone is kept by default before the scheduled purge deletes it: 90 days. A
+/// device offline longer than this gets 410 `resync_required` (reason `tombstones_purged`) on
+/// its next pull and pulls the collection again from scratch.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
 /// The reference sync server: storage, tokens and the change notifier behind an axum router.
 ///
 /// Cheap to clone (an `Arc` inside).
@@ -67,6 +72,7 @@ struct Inner {
     body_limit: usize,
     keep_alive: Duration,
     mutation_retention: Duration,
+    tombstone_retention: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -88,9 +94,10 @@ impl Server {
     /// open change streams, finishes the requests in flight and returns.
     ///
     /// While it serves, a background task prunes push answers older than the
-    /// [mutation retention](ServerBuilder::mutation_retention): once at start, then every
-    /// [`MUTATION_PRUNE_INTERVAL`]. A failed prune is logged and tried again at the next
-    /// interval. The task stops when shutdown begins (a prune in progress finishes first), and
+    /// [mutation retention](ServerBuilder::mutation_retention) and purges tombstones older than
+    /// the [tombstone retention](ServerBuilder::tombstone_retention) (unless it is off): once at
+    /// start, then every [`MUTATION_PRUNE_INTERVAL`]. A failed prune or purge is logged and
+    /// tried again at the next interval. The task stops when shutdown begins (a prune in progress finishes first), and
     /// has ended when this returns.
     ///
     /// # Errors
@@ -163,6 +170,55 @@ impl Server {
     /// How long the answer to a pushed change is kept for replays.
     pub fn mutation_retention(&self) -> Duration {
         self.inner.mutation_retention
+    }
+
+    /// How long a tombstone is kept before [`serve`](Self::serve)'s schedule purges it; `None`
+    /// when the scheduled purge is off.
+    pub fn tombstone_retention(&self) -> Option<Duration> {
+        self.inner.tombstone_retention
+    }
+
+    /// Purges, now, the tombstones deleted more than `age` ago by the server's
+    /// [clock](ServerBuilder::clock) (see [`Storage::purge_tombstones_deleted_before`]), raising
+    /// the purge horizons, and logs how many went. [`serve`](Self::serve) calls it with the
+    /// [tombstone retention](ServerBuilder::tombstone_retention) every
+    /// [`MUTATION_PRUNE_INTERVAL`].
+    ///
+    /// # Errors
+    /// The storage's error; then nothing was purged.
+    ///
+    /// # Examples
+    /// ```
+    /// use fero_server::{Server, SqliteStorage, Tokens};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .storage(SqliteStorage::open_in_memory()?)
+    ///     .tokens(Tokens::parse_list("secret=alice")?)
+    ///     .build()?;
+    /// let report = server.purge_tombstones_older_than(std::time::Duration::from_secs(3600)).await?;
+    /// assert_eq!(report.purged, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge_tombstones_older_than(
+        &self,
+        age: Duration,
+    ) -> Result<PurgeReport, StorageError> {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let deleted_before = Timestamp(self.inner.clock.now().0.saturating_sub(age_ms));
+        let report = self
+            .inner
+            .storage
+            .purge_tombstones_deleted_before(deleted_before)
+            .await?;
+        tracing::info!(
+            purged = report.purged,
+            collections = report.collections,
+            deleted_before = deleted_before.0,
+            retention_secs = age.as_secs(),
+            "purged tombstones older than the tombstone retention"
+        );
+        Ok(report)
     }
 
     /// Writes `rows` straight into storage, one transaction per `page_size` rows (see
@@ -241,7 +297,8 @@ impl Server {
     }
 }
 
-/// Prunes at once, then every [`MUTATION_PRUNE_INTERVAL`], until `stop` is cancelled. The stop
+/// Prunes push answers and purges old tombstones at once, then every
+/// [`MUTATION_PRUNE_INTERVAL`], until `stop` is cancelled. The stop
 /// is checked between prunes only: a prune in progress finishes (it is bounded batches of one
 /// statement each), so shutdown never leaves one half-observed.
 async fn prune_mutations_periodically(server: Server, stop: CancellationToken) {
@@ -262,6 +319,15 @@ async fn prune_mutations_periodically(server: Server, stop: CancellationToken) {
                 "pruning old push answers failed; trying again at the next interval"
             );
         }
+        if let Some(retention) = server.tombstone_retention() {
+            if let Err(error) = server.purge_tombstones_older_than(retention).await {
+                tracing::warn!(
+                    %error,
+                    retry_in_secs = MUTATION_PRUNE_INTERVAL.as_secs(),
+                    "purging old tombstones failed; trying again at the next interval"
+                );
+            }
+        }
     }
 }
 
@@ -274,6 +340,7 @@ pub struct ServerBuilder {
     body_limit: Option<usize>,
     keep_alive: Option<Duration>,
     mutation_retention: Option<Duration>,
+    tombstone_retention: Option<Option<Duration>>,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -325,6 +392,18 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a tombstone is kept (default [`DEFAULT_TOMBSTONE_RETENTION`], 90 days);
+    /// `None` turns the scheduled purge off, keeping every tombstone until
+    /// [`Server::purge_tombstones`] or [`Server::purge_tombstones_older_than`] is called.
+    /// Older tombstones are purged while the server [serves](Server::serve), once at start and
+    /// then hourly; a device whose checkpoint is behind a purged one gets 410
+    /// `resync_required` (reason `tombstones_purged`) and pulls the collection again. Choose it
+    /// longer than a device may stay offline. Zero is refused by [`build`](Self::build).
+    pub fn tombstone_retention(mut self, retention: Option<Duration>) -> Self {
+        self.tombstone_retention = Some(retention);
+        self
+    }
+
     /// The wall clock the mutation retention's cut-off is read from (default: the system
     /// clock). Give the storage the same clock: it stamps when each answer was recorded.
     /// Intervals between prunes use tokio's clock, so tests can pause time.
@@ -357,6 +436,12 @@ impl ServerBuilder {
         if mutation_retention.is_zero() {
             return Err(BuildError::ZeroMutationRetention);
         }
+        let tombstone_retention = self
+            .tombstone_retention
+            .unwrap_or(Some(DEFAULT_TOMBSTONE_RETENTION));
+        if tombstone_retention.is_some_and(|retention| retention.is_zero()) {
+            return Err(BuildError::ZeroTombstoneRetention);
+        }
         Ok(Server {
             inner: Arc::new(Inner {
                 storage,
@@ -365,6 +450,7 @@ impl ServerBuilder {
                 body_limit,
                 keep_alive,
                 mutation_retention,
+                tombstone_retention,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             }),
         })

@@ -14,7 +14,8 @@
 //! - **Schema.** `PRAGMA user_version` holds the schema version. Opening a file brings it up to
 //!   date inside one `BEGIN IMMEDIATE` transaction that reads the version first, so two
 //!   processes opening an old file at once migrate it once. Version 2 added `recorded_at` to
-//!   `mutations`, for [`Storage::prune_mutations`].
+//!   `mutations`, for [`Storage::prune_mutations`]; version 3 added `collection`, so that a
+//!   mutation id reused for another row is refused (`mutation_id_reused`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,14 +29,14 @@ use serde_json::value::RawValue;
 
 use crate::error::StorageError;
 use crate::storage::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage, StoredDocument,
-    seq_key, to_sql,
+    FeedPosition, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport,
+    SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
 };
 use crate::user::UserId;
 
 /// The schema version this code writes (`PRAGMA user_version`): 1 was the first; 2 added
-/// `mutations.recorded_at`.
-const SCHEMA_VERSION: i64 = 2;
+/// `mutations.recorded_at`; 3 added `mutations.collection`.
+const SCHEMA_VERSION: i64 = 3;
 
 /// The latest schema, for an empty database. An older file is migrated instead
 /// ([`migrate`]); both must end in the same tables, columns and indexes.
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS mutations (
     seq         INTEGER NOT NULL,
     result      TEXT    NOT NULL,
     recorded_at INTEGER NOT NULL,
+    collection  TEXT,
     PRIMARY KEY (owner, device, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mutations_recorded ON mutations (recorded_at);
@@ -79,9 +81,10 @@ const SELECT_ROW: &str = "SELECT id, sync_id, version, updated_at, deleted, data
      WHERE owner = ?1 AND collection = ?2 AND id = ?3";
 const SELECT_HORIZON: &str = "SELECT sync_id FROM horizons WHERE owner = ?1 AND collection = ?2";
 const SELECT_MUTATION: &str =
-    "SELECT result FROM mutations WHERE owner = ?1 AND device = ?2 AND seq = ?3";
+    "SELECT result, collection FROM mutations WHERE owner = ?1 AND device = ?2 AND seq = ?3";
 const INSERT_MUTATION: &str =
-    "INSERT INTO mutations (owner, device, seq, result, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT INTO mutations (owner, device, seq, result, recorded_at, collection)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 /// One batch of a prune: up to `?2` answers recorded before `?1` (which ones does not matter;
 /// batches repeat until one comes back short).
 const PRUNE_MUTATIONS: &str = "DELETE FROM mutations WHERE (owner, device, seq) IN (
@@ -108,6 +111,13 @@ const RAISE_HORIZONS: &str = "INSERT INTO horizons (owner, collection, sync_id)
      GROUP BY owner, collection
      ON CONFLICT (owner, collection) DO UPDATE SET sync_id = MAX(horizons.sync_id, excluded.sync_id)";
 const DELETE_TOMBSTONES: &str = "DELETE FROM rows WHERE deleted = 1 AND sync_id < ?1";
+/// [`RAISE_HORIZONS`] and [`DELETE_TOMBSTONES`] for the tombstones deleted before a time.
+const RAISE_HORIZONS_DELETED_BEFORE: &str = "INSERT INTO horizons (owner, collection, sync_id)
+     SELECT owner, collection, MAX(sync_id) FROM rows WHERE deleted = 1 AND updated_at < ?1
+     GROUP BY owner, collection
+     ON CONFLICT (owner, collection) DO UPDATE SET sync_id = MAX(horizons.sync_id, excluded.sync_id)";
+const DELETE_TOMBSTONES_DELETED_BEFORE: &str =
+    "DELETE FROM rows WHERE deleted = 1 AND updated_at < ?1";
 
 /// Answers one prune transaction deletes at most: the writer is free for pushes between batches,
 /// so a large backlog (the first prune after a long time) never holds a push up for more than
@@ -292,6 +302,18 @@ fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result
             "migrated the SQLite schema: mutations.recorded_at"
         );
     }
+    if found < 3 {
+        // The collection an answer was recorded for, so that a mutation id reused for another
+        // collection is refused rather than answered with the other row's result. Answers of
+        // older versions have none (NULL): only their id is compared, until retention prunes
+        // them. A nullable column without a default costs no rewrite.
+        tx.execute_batch("ALTER TABLE mutations ADD COLUMN collection TEXT;")?;
+        tracing::info!(
+            from = found,
+            to = 3,
+            "migrated the SQLite schema: mutations.collection"
+        );
+    }
     Ok(())
 }
 
@@ -352,8 +374,8 @@ enum Failure {
     Sql(#[from] rusqlite::Error),
     #[error("{message}")]
     Corrupt { id: String, message: String },
-    #[error("checkpoint {checkpoint} is behind the purge horizon {horizon}")]
-    Resync { checkpoint: SyncId, horizon: SyncId },
+    #[error("the pull's position is refused: {0:?}")]
+    Position(PositionRefusal),
     #[error("{0}")]
     Setup(String),
 }
@@ -372,14 +394,7 @@ impl Failure {
                 id,
                 message,
             },
-            Failure::Resync {
-                checkpoint,
-                horizon,
-            } => StorageError::ResyncRequired {
-                collection,
-                checkpoint,
-                horizon,
-            },
+            Failure::Position(refusal) => refusal.into_storage(&collection),
             Failure::Setup(message) => StorageError::Database {
                 operation,
                 collection,
@@ -495,19 +510,24 @@ fn push_in(
     let mut results = Vec::with_capacity(changes.len());
     for change in changes {
         let seq = seq_key(change.mutation_id.seq);
-        let replayed: Option<String> = tx
+        let replayed: Option<(String, Option<String>)> = tx
             .prepare_cached(SELECT_MUTATION)?
             .query_row(params![owner, change.mutation_id.device, seq], |row| {
-                row.get(0)
+                Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
-        if let Some(stored) = replayed {
+        if let Some((stored, recorded_collection)) = replayed {
             let original: ChangeResult =
                 serde_json::from_str(&stored).map_err(|error| Failure::Corrupt {
                     id: format!("{}/{}", change.mutation_id.device, change.mutation_id.seq),
                     message: format!("stored push result is not JSON: {error}"),
                 })?;
-            results.push(original);
+            results.push(replay_answer(
+                &change,
+                collection,
+                recorded_collection.as_deref(),
+                original,
+            ));
             continue;
         }
         let current = tx
@@ -563,7 +583,8 @@ fn push_in(
             result.mutation_id.device,
             seq,
             stored,
-            to_sql(now.0)
+            to_sql(now.0),
+            collection
         ])?;
         last_written = Some(sync_id);
         results.push(result);
@@ -579,31 +600,31 @@ fn pull_in(
     conn: &mut Connection,
     owner: &str,
     collection: &str,
-    after: SyncId,
+    from: FeedPosition,
     limit: u32,
 ) -> Result<PullPage, Failure> {
-    // One read transaction: the horizon check, the page and `has_more` see one snapshot.
+    // One read transaction: the position checks, the page and `has_more` see one snapshot.
     let tx = conn.transaction()?;
     let page = {
-        if after.0 > 0 {
-            let horizon: Option<i64> = tx
-                .prepare_cached(SELECT_HORIZON)?
-                .query_row(params![owner, collection], |row| row.get(0))
+        let horizon: Option<i64> = tx
+            .prepare_cached(SELECT_HORIZON)?
+            .query_row(params![owner, collection], |row| row.get(0))
+            .optional()?;
+        let horizon = SyncId(from_sql(horizon.unwrap_or(0), collection, "horizon")?);
+        let head = if from.after.0 > 0 {
+            let head: Option<i64> = tx
+                .prepare_cached(SELECT_COUNTER)?
+                .query_row(params![owner], |row| row.get(0))
                 .optional()?;
-            if let Some(horizon) = horizon {
-                let horizon = SyncId(from_sql(horizon, collection, "horizon")?);
-                if after < horizon {
-                    return Err(Failure::Resync {
-                        checkpoint: after,
-                        horizon,
-                    });
-                }
-            }
-        }
+            Some(SyncId(from_sql(head.unwrap_or(0), owner, "counter")?))
+        } else {
+            None
+        };
+        check_position(from, head, horizon).map_err(Failure::Position)?;
         let mut statement = tx.prepare_cached(SELECT_PAGE)?;
         let wanted = i64::from(limit) + 1;
         let rows = statement.query_map(
-            params![owner, collection, to_sql(after.0), wanted],
+            params![owner, collection, to_sql(from.after.0), wanted],
             StoredRow::read,
         )?;
         let mut items = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
@@ -616,7 +637,11 @@ fn pull_in(
             }
             items.push(row.into_stored()?);
         }
-        PullPage { items, has_more }
+        PullPage {
+            items,
+            has_more,
+            horizon,
+        }
     };
     tx.commit()?;
     Ok(page)
@@ -654,16 +679,16 @@ fn seed_in(
 
 #[async_trait]
 impl Storage for SqliteStorage {
-    async fn pull(
+    async fn pull_from(
         &self,
         owner: &UserId,
         collection: &str,
-        after: SyncId,
+        from: FeedPosition,
         limit: u32,
     ) -> Result<PullPage, StorageError> {
         let (owner, name) = (owner.clone(), collection.to_owned());
         self.run("pull", collection, move |inner| {
-            inner.read(|conn| pull_in(conn, owner.as_str(), &name, after, limit))
+            inner.read(|conn| pull_in(conn, owner.as_str(), &name, from, limit))
         })
         .await
     }
@@ -715,6 +740,29 @@ impl Storage for SqliteStorage {
                     .execute(params![before])?;
                 let purged = tx
                     .prepare_cached(DELETE_TOMBSTONES)?
+                    .execute(params![before])?;
+                Ok(PurgeReport {
+                    purged: purged as u64,
+                    collections: collections as u64,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: Timestamp,
+    ) -> Result<PurgeReport, StorageError> {
+        self.run("purge tombstones", "", move |inner| {
+            inner.write(|tx| {
+                let before = to_sql(deleted_before.0);
+                // As in `purge_tombstones`: horizon and delete in one transaction.
+                let collections = tx
+                    .prepare_cached(RAISE_HORIZONS_DELETED_BEFORE)?
+                    .execute(params![before])?;
+                let purged = tx
+                    .prepare_cached(DELETE_TOMBSTONES_DELETED_BEFORE)?
                     .execute(params![before])?;
                 Ok(PurgeReport {
                     purged: purged as u64,

@@ -9,7 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use fero::{SyncId, Timestamp, Version};
-use fero_protocol::{Change, ChangeResult, Digest, Document};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -23,6 +23,113 @@ pub struct PullPage {
     pub items: Vec<StoredDocument>,
     /// More rows follow (the backend read `limit + 1` rows and found the extra one).
     pub has_more: bool,
+    /// The collection's tombstone purge horizon in the page's snapshot (`SyncId(0)`: nothing
+    /// purged). The server records it in the next cursor when the position stays below it, so
+    /// that the later pages of a scan that began at the origin are served (see
+    /// [`FeedPosition::horizon`]).
+    pub horizon: SyncId,
+}
+
+/// Where a pull starts: a position in the user's feed, and what the client's copy already
+/// accounts for.
+///
+/// # Examples
+/// ```
+/// use fero::SyncId;
+/// use fero_server::FeedPosition;
+///
+/// let plain = FeedPosition::from(SyncId(7));
+/// assert_eq!((plain.after, plain.horizon), (SyncId(7), None));
+/// ```
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedPosition {
+    /// Rows with `sync_id` above this are wanted; 0 is the origin (nothing held).
+    pub after: SyncId,
+    /// The purge horizon the client's copy already accounts for, from a cursor the server
+    /// issued; `None` for a plain position. A scan that began at the origin saw every row that
+    /// existed then, so tombstones purged up to the horizon of that moment cannot be missing
+    /// from it: its later pages are served although their position is below that horizon. A
+    /// purge that raises the horizon past both the position and this value during the scan
+    /// may have removed a deletion the scan had not reached, and gets 410 like any position
+    /// behind the horizon.
+    pub horizon: Option<SyncId>,
+}
+
+impl From<SyncId> for FeedPosition {
+    fn from(after: SyncId) -> Self {
+        FeedPosition {
+            after,
+            horizon: None,
+        }
+    }
+}
+
+/// Why a pull cannot be served from its position; decided by [`check_position`] inside the
+/// pull's read transaction.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PositionRefusal {
+    /// The position is beyond the user's highest assigned `sync_id`.
+    ServerBehind { position: SyncId, head: SyncId },
+    /// The position is below the collection's purge horizon, and the cursor does not account
+    /// for it.
+    BehindHorizon { checkpoint: SyncId, horizon: SyncId },
+}
+
+impl PositionRefusal {
+    /// The storage error for `collection`.
+    pub(crate) fn into_storage(self, collection: &str) -> StorageError {
+        let collection = collection.to_owned();
+        match self {
+            PositionRefusal::ServerBehind { position, head } => StorageError::ServerBehind {
+                collection,
+                position,
+                head,
+            },
+            PositionRefusal::BehindHorizon {
+                checkpoint,
+                horizon,
+            } => StorageError::ResyncRequired {
+                collection,
+                checkpoint,
+                horizon,
+            },
+        }
+    }
+}
+
+/// Whether a page may be served from `from`, given the user's highest assigned `sync_id`
+/// (`head`; `None` when the backend does not know it) and the collection's purge `horizon`
+/// (`SyncId(0)`: none), all read in the pull's own snapshot.
+///
+/// The origin is always served. A position beyond `head` was handed out by a server whose
+/// feed went further than this one's: this database lost acknowledged writes (restored from an
+/// older backup); serving it would echo the position and silently skip every row written from
+/// now on up to it. A position below the horizon may have missed a purged deletion, unless the
+/// cursor accounts for that horizon ([`FeedPosition::horizon`]).
+pub(crate) fn check_position(
+    from: FeedPosition,
+    head: Option<SyncId>,
+    horizon: SyncId,
+) -> Result<(), PositionRefusal> {
+    if from.after.0 == 0 {
+        return Ok(());
+    }
+    if let Some(head) = head {
+        if from.after > head {
+            return Err(PositionRefusal::ServerBehind {
+                position: from.after,
+                head,
+            });
+        }
+    }
+    let accounted = from.horizon.is_some_and(|seen| horizon <= seen);
+    if from.after < horizon && !accounted {
+        return Err(PositionRefusal::BehindHorizon {
+            checkpoint: from.after,
+            horizon,
+        });
+    }
+    Ok(())
 }
 
 /// A row of a [`PullPage`]: a [`Document`] whose content is still the JSON text the storage
@@ -186,23 +293,45 @@ pub struct PruneReport {
 ///   new to the storage again.
 /// - **Tombstones.** A deletion keeps the row with `deleted = true`, its last data, a new version
 ///   and a new `sync_id`. [`purge_tombstones`](Storage::purge_tombstones) records a horizon; a
-///   pull from a position above 0 and below it fails with [`StorageError::ResyncRequired`].
+///   pull from a position above 0 and below it fails with [`StorageError::ResyncRequired`],
+///   unless the position's cursor accounts for that horizon ([`FeedPosition::horizon`]).
+/// - **No silent skip ahead.** A pull from a position beyond the owner's highest assigned
+///   `sync_id` fails with [`StorageError::ServerBehind`], checked in the pull's snapshot.
 ///
-/// Errors other than `ResyncRequired` mean the operation wrote nothing; the server answers 500.
+/// Errors other than `ResyncRequired` and `ServerBehind` mean the operation wrote nothing; the
+/// server answers 500.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
-    /// Up to `limit` rows of `owner`'s `collection` with `sync_id > after`, in `sync_id` order.
+    /// Up to `limit` rows of `owner`'s `collection` with `sync_id > from.after`, in `sync_id`
+    /// order, with the position checked in the same read transaction.
     ///
     /// # Errors
-    /// [`StorageError::ResyncRequired`] when `after` is above 0 and below the collection's purge
-    /// horizon; a backend error otherwise.
+    /// [`StorageError::ServerBehind`] when `from.after` is beyond the owner's highest assigned
+    /// `sync_id`; [`StorageError::ResyncRequired`] when it is above 0 and below the
+    /// collection's purge horizon and `from.horizon` does not account for that horizon; a
+    /// backend error otherwise.
+    async fn pull_from(
+        &self,
+        owner: &UserId,
+        collection: &str,
+        from: FeedPosition,
+        limit: u32,
+    ) -> Result<PullPage, StorageError>;
+
+    /// [`pull_from`](Storage::pull_from) a plain position (no cursor).
+    ///
+    /// # Errors
+    /// As [`pull_from`](Storage::pull_from).
     async fn pull(
         &self,
         owner: &UserId,
         collection: &str,
         after: SyncId,
         limit: u32,
-    ) -> Result<PullPage, StorageError>;
+    ) -> Result<PullPage, StorageError> {
+        self.pull_from(owner, collection, FeedPosition::from(after), limit)
+            .await
+    }
 
     /// Applies `changes` in order, in one transaction.
     ///
@@ -227,6 +356,18 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// A backend error; then nothing was purged.
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError>;
+
+    /// Deletes every tombstone deleted before `deleted_before` (its `updated_at`, unix
+    /// milliseconds by the backend's clock; one deleted exactly then stays), of every owner and
+    /// collection, and raises each affected collection's horizon to the greatest `sync_id` it
+    /// purged, in one transaction: the tombstone retention.
+    ///
+    /// # Errors
+    /// A backend error; then nothing was purged.
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: Timestamp,
+    ) -> Result<PurgeReport, StorageError>;
 
     /// Deletes every stored push answer (mutation id and result) recorded before
     /// `recorded_before` (unix milliseconds; an answer recorded exactly then stays), of every
@@ -268,6 +409,42 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
 #[allow(dead_code)]
 fn _object_safe(_: &dyn Storage) {}
+
+/// The answer to a change whose mutation id is already stored with `original`, recorded for
+/// `recorded_collection` (`None`: recorded before answers named their collection, schema
+/// version 2 and older).
+///
+/// A replay of the same row (same collection, same id) gets the original answer, whatever its
+/// base version says now. A change that reuses the mutation id for another collection or
+/// another id is refused with `mutation_id_reused` and writes nothing: answering it with the
+/// earlier row's `accepted` would tell the client a write happened that never did.
+pub(crate) fn replay_answer(
+    change: &Change,
+    collection: &str,
+    recorded_collection: Option<&str>,
+    original: ChangeResult,
+) -> ChangeResult {
+    let other_collection = recorded_collection.filter(|recorded| *recorded != collection);
+    if original.id == change.id && other_collection.is_none() {
+        return original;
+    }
+    let earlier = match other_collection {
+        Some(recorded) => format!("row {:?} of collection {recorded:?}", original.id),
+        None => format!("row {:?}", original.id),
+    };
+    ChangeResult {
+        id: change.id.clone(),
+        mutation_id: change.mutation_id.clone(),
+        outcome: ChangeOutcome::Rejected {
+            code: "mutation_id_reused".to_owned(),
+            message: format!(
+                "mutation id {}/{} was already used for {earlier}; give every change a new \
+                 sequence number",
+                change.mutation_id.device, change.mutation_id.seq
+            ),
+        },
+    }
+}
 
 /// A `u64` feed position or version as an SQL integer (`INTEGER`, `BIGINT`). Values above
 /// `i64::MAX` never come out of a counter; a client's position that large simply lies beyond

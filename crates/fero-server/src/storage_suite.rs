@@ -696,9 +696,11 @@ pub async fn purging_tombstones_sets_a_horizon<S: Storage>(storage: S) -> Result
             .collect::<Vec<_>>(),
         [last]
     );
-    let other_owner = storage
-        .pull(&UserId::new("bob"), "items", SyncId(2), 10)
-        .await?;
+    // Bob's feed reaches 3 elsewhere, so position 2 is within it.
+    let bob = UserId::new("bob");
+    let rows = (0..3).map(|i| SeedRow::new(format!("b{i}"), json!(i)));
+    storage.seed(&bob, "notes", rows.collect()).await?;
+    let other_owner = storage.pull(&bob, "items", SyncId(2), 10).await?;
     assert!(
         other_owner.items.is_empty(),
         "horizons are per user and collection"

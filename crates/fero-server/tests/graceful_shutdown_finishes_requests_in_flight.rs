@@ -11,8 +11,8 @@ use axum::http::{Method, StatusCode};
 use fero::SyncId;
 use fero_protocol::{Change, Digest, PushResponse};
 use fero_server::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage,
-    Storage, StorageError, UserId,
+    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server,
+    SqliteStorage, Storage, StorageError, UserId,
 };
 use serde_json::json;
 use support::{
@@ -32,14 +32,14 @@ struct GatedStorage {
 
 #[async_trait]
 impl Storage for GatedStorage {
-    async fn pull(
+    async fn pull_from(
         &self,
         owner: &UserId,
         collection: &str,
-        after: SyncId,
+        from: FeedPosition,
         limit: u32,
     ) -> Result<PullPage, StorageError> {
-        self.inner.pull(owner, collection, after, limit).await
+        self.inner.pull_from(owner, collection, from, limit).await
     }
     async fn push(
         &self,
@@ -59,6 +59,14 @@ impl Storage for GatedStorage {
     }
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.inner.purge_tombstones(before).await
+    }
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: fero::Timestamp,
+    ) -> Result<PurgeReport, StorageError> {
+        self.inner
+            .purge_tombstones_deleted_before(deleted_before)
+            .await
     }
     async fn prune_mutations(
         &self,

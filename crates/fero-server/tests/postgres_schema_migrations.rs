@@ -79,7 +79,7 @@ async fn servers_starting_at_once_apply_each_migration_once() {
         .collect();
     assert_eq!(
         applied,
-        [(1, 1), (2, 1)],
+        [(1, 1), (2, 1), (3, 1)],
         "each migration recorded exactly once"
     );
 }
@@ -168,7 +168,7 @@ async fn a_version_1_database_migrates_and_keeps_its_push_answers() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let recorded_at: i64 = client
         .query_one(
             "SELECT recorded_at FROM fero_mutations WHERE device = 'phone'",
@@ -330,4 +330,110 @@ async fn a_bad_url_or_an_unreachable_server_is_a_clear_error() {
         }
         other => panic!("expected Connect, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_migrates_and_its_answers_refuse_a_reused_mutation_id() {
+    let Some(database) = TestDatabase::create("from_v2").await else {
+        return;
+    };
+    let answer = ChangeResult {
+        id: "n".to_owned(),
+        mutation_id: MutationId::new("phone", 1),
+        outcome: ChangeOutcome::Accepted {
+            version: Version(1),
+            sync_id: SyncId(1),
+        },
+    };
+    let client = database.client().await;
+    // Version 2 as released: version 1's tables plus `recorded_at`.
+    client.batch_execute(VERSION_1).await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE fero_mutations ADD COLUMN recorded_at BIGINT NOT NULL DEFAULT 0;
+             CREATE INDEX fero_mutations_recorded ON fero_mutations (recorded_at);
+             INSERT INTO fero_schema_migrations (version, description)
+                 VALUES (2, 'mutations.recorded_at, for pruning old push answers');
+             INSERT INTO fero_rows (owner, collection, id, version, sync_id, updated_at, data)
+                 VALUES ('alice', 'notes', 'n', 1, 1, 1000, '\"v1\"');
+             INSERT INTO fero_counters (owner, value) VALUES ('alice', 1);",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO fero_mutations (owner, device, seq, result, recorded_at)
+             VALUES ('alice', 'phone', 1, $1, 1000)",
+            &[&serde_json::to_string(&answer).unwrap()],
+        )
+        .await
+        .unwrap();
+
+    let storage = PostgresStorage::connect(&database.url)
+        .await
+        .expect("a version 2 database opens and migrates");
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM fero_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+
+    let alice = UserId::new("alice");
+    let replay = fero_protocol::Change {
+        id: "n".to_owned(),
+        base_version: None,
+        mutation_id: MutationId::new("phone", 1),
+        deleted: false,
+        data: json!("v1"),
+    };
+    let outcome = storage
+        .push(&alice, "notes", vec![replay.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.results,
+        [answer],
+        "the same row replayed: as before"
+    );
+    let reused = fero_protocol::Change {
+        id: "other".to_owned(),
+        ..replay.clone()
+    };
+    let outcome = storage.push(&alice, "notes", vec![reused]).await.unwrap();
+    assert!(
+        matches!(&outcome.results[0].outcome, ChangeOutcome::Rejected { code, .. } if code == "mutation_id_reused"),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.last_written, None);
+
+    let create = fero_protocol::Change {
+        id: "m".to_owned(),
+        mutation_id: MutationId::new("phone", 2),
+        ..replay
+    };
+    storage
+        .push(&alice, "notes", vec![create.clone()])
+        .await
+        .unwrap();
+    let collection: Option<String> = client
+        .query_one(
+            "SELECT collection FROM fero_mutations WHERE device = 'phone' AND seq = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(collection.as_deref(), Some("notes"));
+    let outcome = storage.push(&alice, "tasks", vec![create]).await.unwrap();
+    assert!(
+        matches!(&outcome.results[0].outcome, ChangeOutcome::Rejected { code, .. } if code == "mutation_id_reused"),
+        "{outcome:?}"
+    );
+    assert_eq!(storage.digest(&alice, "tasks").await.unwrap().count(), 0);
 }

@@ -72,7 +72,14 @@ async fn a_checkpoint_behind_the_purge_horizon_gets_410_resync_required() {
     )
     .await;
     assert_eq!(caught_up.status, StatusCode::OK);
-    // Horizons are per user and collection.
+    // Horizons are per user and collection (Bob's feed reaches 1 in another collection).
+    push(
+        &router,
+        BOB,
+        "tasks",
+        vec![change("t", None, "b", 1, json!(1))],
+    )
+    .await;
     let others = call(
         &router,
         Method::GET,

@@ -13,9 +13,9 @@ use fero::{SyncId, Timestamp};
 use fero_protocol::{Change, ChangeOutcome, Digest};
 use fero_server::storage_suite::ManualClock;
 use fero_server::{
-    BuildError, DEFAULT_MUTATION_RETENTION, MUTATION_PRUNE_INTERVAL, PruneReport, PullPage,
-    PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage, Storage, StorageError,
-    UserId,
+    BuildError, DEFAULT_MUTATION_RETENTION, FeedPosition, MUTATION_PRUNE_INTERVAL, PruneReport,
+    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage, Storage,
+    StorageError, UserId,
 };
 use serde_json::json;
 use support::{ALICE, Running, accepted, change, push};
@@ -99,14 +99,14 @@ struct ObservedStorage {
 
 #[async_trait]
 impl Storage for ObservedStorage {
-    async fn pull(
+    async fn pull_from(
         &self,
         owner: &UserId,
         collection: &str,
-        after: SyncId,
+        from: FeedPosition,
         limit: u32,
     ) -> Result<PullPage, StorageError> {
-        self.inner.pull(owner, collection, after, limit).await
+        self.inner.pull_from(owner, collection, from, limit).await
     }
     async fn push(
         &self,
@@ -121,6 +121,14 @@ impl Storage for ObservedStorage {
     }
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.inner.purge_tombstones(before).await
+    }
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: fero::Timestamp,
+    ) -> Result<PurgeReport, StorageError> {
+        self.inner
+            .purge_tombstones_deleted_before(deleted_before)
+            .await
     }
     async fn prune_mutations(
         &self,

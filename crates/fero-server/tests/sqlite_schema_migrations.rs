@@ -1,6 +1,8 @@
 //! SQLite schema versions (`PRAGMA user_version`): a file of version 1, written before push
-//! answers carried `recorded_at`, opens, migrates once and keeps its rows and answers; a newer
-//! version is refused; a large backlog of old answers is pruned in several batches.
+//! answers carried `recorded_at`, opens, migrates once and keeps its rows and answers; a file of
+//! version 2, written before answers named their collection, migrates to 3 and its answers
+//! still refuse a mutation id reused for another id; a newer version is refused; a large backlog
+//! of old answers is pruned in several batches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,7 +110,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     let migrated_at = clock.now();
     let storage = SqliteStorage::open_with_clock(&path, Arc::new(clock.clone()))
         .expect("a version 1 file opens and migrates");
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     let recorded_at: i64 = Connection::open(&path)
         .unwrap()
         .query_row(
@@ -167,8 +169,8 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     }
     drop(storage);
 
-    let reopened = SqliteStorage::open(&path).expect("a version 2 file reopens");
-    assert_eq!(user_version(&path), 2);
+    let reopened = SqliteStorage::open(&path).expect("a version 3 file reopens");
+    assert_eq!(user_version(&path), 3);
     assert_eq!(reopened.digest(&alice, "notes").await.unwrap().count(), 1);
 }
 
@@ -216,4 +218,122 @@ async fn pruning_a_large_backlog_takes_several_batches() {
         .query_row("SELECT COUNT(*) FROM mutations", [], |row| row.get(0))
         .unwrap();
     assert_eq!(left, 1, "the answer recorded at the cut-off stays");
+}
+
+/// The schema of version 2 (before `mutations.collection`), as released.
+const VERSION_2: &str = "
+CREATE TABLE rows (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    data       TEXT    NOT NULL,
+    UNIQUE (owner, collection, id)
+);
+CREATE INDEX rows_feed ON rows (owner, collection, sync_id);
+CREATE TABLE mutations (
+    owner       TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    result      TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, device, seq)
+) WITHOUT ROWID;
+CREATE INDEX mutations_recorded ON mutations (recorded_at);
+CREATE TABLE counters (
+    owner TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE horizons (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    sync_id    INTEGER NOT NULL,
+    PRIMARY KEY (owner, collection)
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
+";
+
+fn rejected_code(result: &ChangeResult) -> Option<&str> {
+    match &result.outcome {
+        ChangeOutcome::Rejected { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_version_2_file_migrates_and_its_answers_refuse_a_reused_mutation_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(VERSION_2).unwrap();
+        conn.execute(
+            "INSERT INTO rows (owner, collection, id, version, sync_id, updated_at, data)
+             VALUES ('alice', 'notes', 'n', 1, 1, 1000, '\"v1\"')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO counters (owner, value) VALUES ('alice', 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO mutations (owner, device, seq, result, recorded_at)
+             VALUES ('alice', 'phone', 1, ?1, 1000)",
+            [serde_json::to_string(&original_answer()).unwrap()],
+        )
+        .unwrap();
+    }
+    let storage = SqliteStorage::open(&path).expect("a version 2 file opens and migrates");
+    assert_eq!(user_version(&path), 3);
+    let alice = UserId::new("alice");
+
+    // The same row replayed: the original answer, as before.
+    let outcome = storage.push(&alice, "notes", vec![replay()]).await.unwrap();
+    assert_eq!(outcome.results, [original_answer()]);
+    // The old answer names no collection, but its id still tells a reuse apart.
+    let reused = Change {
+        id: "other".to_owned(),
+        ..replay()
+    };
+    let outcome = storage.push(&alice, "notes", vec![reused]).await.unwrap();
+    assert_eq!(
+        rejected_code(&outcome.results[0]),
+        Some("mutation_id_reused")
+    );
+    assert_eq!(outcome.last_written, None, "nothing written");
+
+    // A new answer records its collection: the same id in another collection is a reuse too.
+    let create = Change {
+        id: "m".to_owned(),
+        mutation_id: MutationId::new("phone", 2),
+        ..replay()
+    };
+    storage
+        .push(&alice, "notes", vec![create.clone()])
+        .await
+        .unwrap();
+    let collection: Option<String> = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT collection FROM mutations WHERE device = 'phone' AND seq = 2",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(collection.as_deref(), Some("notes"));
+    let outcome = storage.push(&alice, "tasks", vec![create]).await.unwrap();
+    assert_eq!(
+        rejected_code(&outcome.results[0]),
+        Some("mutation_id_reused")
+    );
+    assert_eq!(
+        storage.digest(&alice, "tasks").await.unwrap().count(),
+        0,
+        "nothing was written to the other collection"
+    );
 }
