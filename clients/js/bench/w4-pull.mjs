@@ -1,0 +1,97 @@
+// W4-js: pull N rows (bench-spec items: name 20, email 30, body 100 chars) from a real
+// fero-server into RxDB's memory storage in Node, through replicateFero. Prints one JSON line per
+// measurement: the raw pull (FeroClient pages, nothing stored) and the RxDB pull.
+//   node bench/w4-pull.mjs [--n 100000] [--batch 5000] [--runs 3]
+import { performance } from "node:perf_hooks";
+import { readFileSync } from "node:fs";
+
+import { createRxDatabase } from "rxdb";
+import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
+import { FeroClient, memoryStore } from "../dist/index.js";
+import { replicateFero } from "../dist/rxdb.js";
+import { ALICE, startServer } from "../test/support.mjs";
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const N = arg("n", 100_000);
+const BATCH = arg("batch", 5000);
+const RUNS = arg("runs", 3);
+
+const text = (seed, length) => {
+  let s = "";
+  let x = seed;
+  while (s.length < length) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    s += String.fromCharCode(97 + (x % 26));
+  }
+  return s;
+};
+const item = (i) => ({ name: text(i, 20), email: `${text(i + 7, 20)}@example.org`.slice(0, 30), body: text(i + 13, 100) });
+
+const schema = {
+  version: 0,
+  primaryKey: "id",
+  type: "object",
+  properties: {
+    id: { type: "string", maxLength: 20 },
+    name: { type: "string" },
+    email: { type: "string" },
+    body: { type: "string" },
+    version: { type: "number" },
+  },
+  required: ["id"],
+};
+
+const rss = () => {
+  const status = readFileSync("/proc/self/status", "utf8");
+  return Number(status.match(/VmHWM:\s+(\d+)/)[1]) / 1024;
+};
+
+const server = await startServer({ args: ["--body-limit", String(16 * 1024 * 1024)] });
+try {
+  const seeder = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore(), pushBatchCount: 5000, pushBatchBytes: 8 * 1024 * 1024 });
+  const changes = Array.from({ length: N }, (_, i) => ({ id: `item-${String(i).padStart(7, "0")}`, base_version: null, data: item(i) }));
+  const seeded = performance.now();
+  await seeder.push("items", changes);
+  console.error(`seeded ${N} rows in ${((performance.now() - seeded) / 1000).toFixed(2)} s`);
+
+  for (let run = 0; run < RUNS; run++) {
+    // Raw pull: pages parsed, nothing stored.
+    const raw = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore() });
+    let t0 = performance.now();
+    let checkpoint = null;
+    let rows = 0;
+    for (;;) {
+      const page = await raw.pull("items", checkpoint, BATCH);
+      rows += page.items.length;
+      checkpoint = page.checkpoint;
+      if (!page.has_more) break;
+    }
+    let seconds = (performance.now() - t0) / 1000;
+    console.log(JSON.stringify({ workload: "W4-js-raw", n: rows, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(rows / seconds) }));
+
+    // Into RxDB's memory storage through replicateFero (push side on, as an app runs it).
+    const db = await createRxDatabase({ name: `w4js${run}${Date.now()}`, storage: getRxStorageMemory(), multiInstance: false });
+    await db.addCollections({ items: { schema } });
+    t0 = performance.now();
+    const replication = await replicateFero({
+      collection: db.items,
+      url: server.url,
+      token: ALICE,
+      store: memoryStore(),
+      live: false,
+      pullBatchSize: BATCH,
+    });
+    await replication.awaitInitialReplication();
+    seconds = (performance.now() - t0) / 1000;
+    const count = await db.items.count().exec();
+    if (count !== N) throw new Error(`RxDB holds ${count} rows, expected ${N}`);
+    console.log(JSON.stringify({ workload: "W4-js", n: count, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(count / seconds), peak_rss_mb: +rss().toFixed(1) }));
+    await replication.cancel();
+    await db.close();
+  }
+} finally {
+  await server.stop();
+}
