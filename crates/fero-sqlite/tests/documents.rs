@@ -152,6 +152,31 @@ async fn the_device_id_is_generated_once_per_database() {
     assert_eq!(again.device_id(), "phone-7");
 }
 
+/// Device ids used to be a hash of the time and the process id: two stores created in the same
+/// process at the same instant could share one, and so share mutation ids. They now come from
+/// the operating system's random source.
+#[tokio::test]
+async fn generated_device_ids_are_random_128_bit_and_kept_across_reopen() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..64 {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let id = store.device_id().to_owned();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(seen.insert(id), "two stores got the same device id");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept.db");
+    let first = SqliteStore::open(&path)
+        .await
+        .unwrap()
+        .device_id()
+        .to_owned();
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(reopened.device_id(), first);
+    assert!(!seen.contains(&first));
+}
+
 #[tokio::test]
 async fn query_lists_live_documents_by_id_and_pages_after_an_id() {
     let store = SqliteStore::open_in_memory().await.unwrap();

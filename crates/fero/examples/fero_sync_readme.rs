@@ -2,7 +2,8 @@
 //! background sync (messages after contacts), with handlers written by hand against an
 //! in-memory "server".
 //!
-//! Run it with `cargo run -p fero --example fero_sync_readme`.
+//! Run it with `cargo run -p fero --example fero_sync_readme`. `tests/readme_example.rs` runs the
+//! same [`run`] and checks its [`Outcome`], so this example cannot silently stop working.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use fero::memory::{MemoryRemote, MemoryStore};
 use fero::{
     ApplyContext, ApplyResult, ConflictResolutionStrategy, FeatureSyncConfig, FeroSync,
     HandlerResult, InMemorySyncMetadataRepo, InitialSyncHandler, ServerItem, SyncBatchResult,
-    SyncCheckpoint, SyncEvent, SyncId, SyncPayload, Version,
+    SyncCheckpoint, SyncEvent, SyncId, SyncMetadataRepo, SyncPayload, Version,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -85,8 +86,43 @@ impl InitialSyncHandler for PreferencesHandler {
     }
 }
 
+/// What the example ends with: each side's data and where each feature's pull stands.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The preferences saved locally by the initial sync.
+    pub preferences: HashMap<String, String>,
+    /// Contacts held locally, and on the server.
+    pub contacts: usize,
+    /// Messages held locally, and on the server.
+    pub messages: usize,
+    /// The local stores equal the servers (ids, versions and data).
+    pub converged: bool,
+    /// Each feature's saved checkpoint.
+    pub checkpoints: HashMap<&'static str, Option<SyncCheckpoint>>,
+    /// What the events said, one line each, in order.
+    pub log: Vec<String>,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let outcome = run().await?;
+    for line in &outcome.log {
+        println!("{line}");
+    }
+    println!(
+        "preferences: {} saved locally; converged: {} contacts, {} messages",
+        outcome.preferences.len(),
+        outcome.contacts,
+        outcome.messages
+    );
+    Ok(())
+}
+
+/// The whole example: an initial sync, offline edits on both sides, a background cycle.
+///
+/// # Errors
+/// A build error, or a sync run that did not complete.
+pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     let preferences = PreferencesHandler {
         server: Arc::new(
             [
@@ -120,8 +156,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (contacts, messages) = (MemoryStore::new(), MemoryStore::new());
 
+    let repo = Arc::new(InMemorySyncMetadataRepo::new());
     let sync = FeroSync::builder()
-        .metadata_repo(InMemorySyncMetadataRepo::new())
+        .metadata_repo_arc(repo.clone())
         .initial_sync(
             "user_preferences",
             preferences.clone(),
@@ -143,12 +180,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let mut events = sync.event_stream();
+    let mut log = Vec::new();
     sync.start_sync().await?;
-    print_events(&mut events);
-    println!(
-        "preferences: {} saved locally",
-        preferences.local.lock().expect("no panics").len()
-    );
+    describe_events(&mut events, &mut log);
 
     // Offline edits on both sides, then a background cycle.
     contacts.put(
@@ -164,25 +198,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({ "to": "contact-1", "text": "hello" }),
     );
     sync.sync_now().await?;
-    print_events(&mut events);
+    describe_events(&mut events, &mut log);
 
-    assert_eq!(contacts.snapshot(), contacts_server.snapshot());
-    assert_eq!(messages.snapshot(), messages_server.snapshot());
-    println!(
-        "converged: {} contacts, {} messages",
-        contacts.len(),
-        messages.len()
-    );
+    let mut checkpoints = HashMap::new();
+    for feature in ["user_preferences", "contacts", "messages"] {
+        checkpoints.insert(feature, repo.checkpoint(&feature.into()).await?);
+    }
+    let outcome = Outcome {
+        preferences: preferences.local.lock().expect("no panics").clone(),
+        contacts: contacts.len(),
+        messages: messages.len(),
+        converged: contacts.snapshot() == contacts_server.snapshot()
+            && messages.snapshot() == messages_server.snapshot(),
+        checkpoints,
+        log,
+    };
     sync.dispose().await;
-    Ok(())
+    Ok(outcome)
 }
 
-/// Prints the events received so far.
-fn print_events(events: &mut fero::SyncEventStream) {
+/// Describes the events received so far, a line each.
+fn describe_events(events: &mut fero::SyncEventStream, log: &mut Vec<String>) {
     while let Some(Some(Ok(event))) = futures::FutureExt::now_or_never(events.next()) {
         match event {
             SyncEvent::InitialSyncCompleted { feature, items, .. } => {
-                println!("{feature}: initial sync done, {items} items")
+                log.push(format!("{feature}: initial sync done, {items} items"))
             }
             SyncEvent::BackgroundSyncCompleted {
                 feature,
@@ -191,12 +231,12 @@ fn print_events(events: &mut fero::SyncEventStream) {
                 conflicts,
                 ..
             } => {
-                println!(
+                log.push(format!(
                     "{feature}: background sync done, {pulled} pulled, {pushed} pushed, {conflicts} conflicts"
-                )
+                ))
             }
             SyncEvent::ConflictResolved(c) => {
-                println!("{}: conflict on {} -> {}", c.feature, c.id, c.outcome)
+                log.push(format!("{}: conflict on {} -> {}", c.feature, c.id, c.outcome))
             }
             _ => {}
         }

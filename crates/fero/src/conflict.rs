@@ -3,8 +3,9 @@
 //! A conflict is one item changed locally (an edit the server has not acknowledged) and on the
 //! server since the local edit's base version. It is found in two places: during a pull (the page
 //! brings an item that has a pending local edit) and during a push (the server refuses a change
-//! whose base version is stale and answers with its current state). Both go through the same
-//! [`decide`] function, and every conflict emits one
+//! whose base version is stale and answers with its current state). Both are decided by the same
+//! (crate-private) `decide` function from the feature's [`ConflictResolutionStrategy`], and every
+//! conflict emits one
 //! [`SyncEvent::ConflictResolved`](crate::SyncEvent::ConflictResolved) with both versions and the
 //! outcome: a losing local edit is never dropped silently.
 
