@@ -29,7 +29,7 @@ use fero_protocol::{Change, ChangeOutcome, ChangeResult, Document, MutationId};
 use serde_json::json;
 
 use crate::error::StorageError;
-use crate::storage::{SeedRow, Storage, StoredDocument};
+use crate::storage::{FeedPosition, SeedRow, Storage, StoredDocument};
 use crate::user::UserId;
 
 /// A wall clock that moves only when told: the suite's backends stamp `updated_at` and the
@@ -903,6 +903,259 @@ pub async fn concurrent_pushes_on_one_base_accept_exactly_one<S: Storage>(
     Ok(())
 }
 
+/// A position beyond the owner's highest assigned `sync_id` is refused with
+/// [`StorageError::ServerBehind`] (the server lost writes, a restored backup), never answered
+/// with an empty page that echoes it: rows written afterwards up to that position would never
+/// reach the client. The origin is always served, and the head is the owner's, over all its
+/// collections.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_position_beyond_the_feed_is_refused_as_server_behind<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    match storage.pull(&alice, "items", SyncId(100), 10).await {
+        Err(StorageError::ServerBehind { position, head, .. }) => {
+            assert_eq!((position, head), (SyncId(100), SyncId(0)));
+        }
+        other => panic!("a position on an empty feed must be ServerBehind, got {other:?}"),
+    }
+    assert!(
+        storage
+            .pull(&alice, "items", SyncId(0), 10)
+            .await?
+            .items
+            .is_empty()
+    );
+    let rows = (0..3).map(|i| SeedRow::new(format!("r{i}"), json!(i)));
+    storage.seed(&alice, "items", rows.collect()).await?; // 1..=3
+    storage
+        .push(&alice, "notes", vec![change("n", None, "d", 1, json!(0))])
+        .await?; // 4
+    let at_head = storage.pull(&alice, "items", SyncId(4), 10).await?;
+    assert!(
+        at_head.items.is_empty(),
+        "the head itself is a valid position"
+    );
+    let cursor_like = FeedPosition {
+        after: SyncId(5),
+        horizon: Some(SyncId(9)),
+    };
+    match storage.pull_from(&alice, "items", cursor_like, 10).await {
+        Err(error @ StorageError::ServerBehind { .. }) => {
+            assert_eq!(
+                error.resync_reason(),
+                Some(fero_protocol::ResyncReason::ServerBehind)
+            );
+        }
+        other => panic!("position 5 is beyond head 4: ServerBehind, got {other:?}"),
+    }
+    match storage
+        .pull(&UserId::new("bob"), "items", SyncId(1), 10)
+        .await
+    {
+        Err(StorageError::ServerBehind { head, .. }) => assert_eq!(head, SyncId(0)),
+        other => panic!("heads are per owner: bob has none, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// A position below the purge horizon is served when it carries that horizon
+/// ([`FeedPosition::horizon`], what a cursor of a scan from the origin records), so such a scan
+/// pages on in small pages and gets every live row once; once a later purge raises the horizon
+/// past both, it gets [`StorageError::ResyncRequired`] like a plain position. Every page reports
+/// the horizon of its snapshot.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_scan_from_the_origin_is_served_below_the_horizon_it_started_under<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let rows = (0..6).map(|i| SeedRow::new(format!("r{i}"), json!(i)));
+    storage.seed(&alice, "items", rows.collect()).await?; // 1..=6
+    let mut seq = 0;
+    for (id, base) in [("r1", 1), ("r3", 1), ("r5", 1)] {
+        seq += 1;
+        storage
+            .push(&alice, "items", vec![deletion(id, base, "d", seq)])
+            .await?; // tombstones at 7, 8, 9
+    }
+    storage
+        .push(
+            &alice,
+            "items",
+            vec![change("late", None, "d", 9, json!(9))],
+        )
+        .await?; // 10
+    storage.purge_tombstones(SyncId(9)).await?; // purges 7 and 8: horizon 8
+    let mut from = FeedPosition::default();
+    let mut seen = Vec::new();
+    loop {
+        let page = storage.pull_from(&alice, "items", from, 1).await?;
+        assert_eq!(page.horizon, SyncId(8), "the page reports its horizon");
+        seen.extend(page.items.iter().map(|d| (d.id.clone(), d.deleted)));
+        let Some(last) = page.items.last() else { break };
+        from = FeedPosition {
+            after: last.sync_id,
+            horizon: Some(page.horizon),
+        };
+        if !page.has_more {
+            break;
+        }
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["r0", "r2", "r4", "r5", "late"],
+        "each row once, the purged tombstones gone, the unpurged one (r5) kept"
+    );
+    assert!(matches!(
+        storage.pull(&alice, "items", SyncId(2), 1).await,
+        Err(StorageError::ResyncRequired { .. })
+    ));
+    // A purge during a scan raises the horizon past what its cursor carries: refused.
+    let during = FeedPosition {
+        after: SyncId(2),
+        horizon: Some(SyncId(8)),
+    };
+    assert!(storage.pull_from(&alice, "items", during, 1).await.is_ok());
+    storage.purge_tombstones(SyncId(10)).await?; // purges 9: horizon 9
+    match storage.pull_from(&alice, "items", during, 1).await {
+        Err(StorageError::ResyncRequired { horizon, .. }) => assert_eq!(horizon, SyncId(9)),
+        other => panic!("a purge past the scan's horizon must refuse it, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// A mutation id already recorded for one row, sent again for another id or another
+/// collection, is refused for that change (`mutation_id_reused`) and writes nothing; the other
+/// changes of the push go on, and the same row replayed still gets its original answer.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_mutation_id_reused_for_another_row_is_refused<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let original = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("a", None, "phone", 1, json!(1))],
+        )
+        .await?;
+    let reuses = vec![
+        change("b", None, "phone", 1, json!(2)),
+        change("c", None, "phone", 2, json!(3)),
+    ];
+    let outcome = storage.push(&alice, "notes", reuses).await?;
+    match &outcome.results[0].outcome {
+        ChangeOutcome::Rejected { code, message } => {
+            assert_eq!(code, "mutation_id_reused");
+            assert!(
+                message.contains("\"a\""),
+                "names the earlier row: {message}"
+            );
+        }
+        other => panic!("reuse for another id must be rejected, got {other:?}"),
+    }
+    assert_eq!(outcome.results[0].id, "b");
+    accepted(&outcome.results[1]);
+    let other_collection = storage
+        .push(
+            &alice,
+            "tasks",
+            vec![change("a", None, "phone", 1, json!(4))],
+        )
+        .await?;
+    assert!(
+        matches!(&other_collection.results[0].outcome,
+            ChangeOutcome::Rejected { code, .. } if code == "mutation_id_reused"),
+        "reuse for another collection must be rejected, got {other_collection:?}"
+    );
+    assert_eq!(other_collection.last_written, None);
+    assert!(pull_all(&storage, &alice, "tasks", 10).await?.is_empty());
+    let ids: Vec<String> = pull_all(&storage, &alice, "notes", 10)
+        .await?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["a", "c"], "the refused change wrote nothing");
+    let replay = storage
+        .push(
+            &alice,
+            "notes",
+            vec![change("a", None, "phone", 1, json!(1))],
+        )
+        .await?;
+    assert_eq!(
+        replay.results, original.results,
+        "same row: original answer"
+    );
+    Ok(())
+}
+
+/// [`Storage::purge_tombstones_deleted_before`] deletes the tombstones deleted before the
+/// cut-off (one deleted exactly then stays), of every owner, raises their collections'
+/// horizons, and leaves live rows alone.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn tombstones_deleted_before_a_time_are_purged<S: Storage>(
+    storage: S,
+    clock: ManualClock,
+) -> Result<(), StorageError> {
+    let (alice, bob) = (UserId::new("alice"), UserId::new("bob"));
+    let rows = || {
+        (0..3)
+            .map(|i| SeedRow::new(format!("r{i}"), json!(i)))
+            .collect()
+    };
+    storage.seed(&alice, "items", rows()).await?; // 1..=3
+    storage.seed(&bob, "items", rows()).await?;
+    let old = storage
+        .push(&alice, "items", vec![deletion("r0", 1, "d", 1)])
+        .await?;
+    let (_, old_at) = accepted(&old.results[0]);
+    storage
+        .push(&bob, "items", vec![deletion("r0", 1, "d", 1)])
+        .await?;
+    clock.advance(Duration::from_secs(60));
+    let cut_off = clock.now();
+    storage
+        .push(&alice, "items", vec![deletion("r1", 1, "d", 2)])
+        .await?; // deleted exactly at the cut-off: stays
+    let report = storage.purge_tombstones_deleted_before(cut_off).await?;
+    assert_eq!((report.purged, report.collections), (2, 2));
+    match storage.pull(&alice, "items", SyncId(1), 10).await {
+        Err(StorageError::ResyncRequired { horizon, .. }) => assert_eq!(horizon, old_at),
+        other => panic!("the horizon rose to the purged tombstone, got {other:?}"),
+    }
+    let left: Vec<(String, bool)> = pull_all(&storage, &alice, "items", 10)
+        .await?
+        .into_iter()
+        .map(|d| (d.id, d.deleted))
+        .collect();
+    assert_eq!(left, [("r2".to_owned(), false), ("r1".to_owned(), true)]);
+    let again = storage.purge_tombstones_deleted_before(cut_off).await?;
+    assert_eq!(again.purged, 0);
+    Ok(())
+}
+
 /// Generates one `#[tokio::test]` per function of [`storage_suite`](crate::storage_suite).
 ///
 /// The argument is a factory: `|clock: ManualClock| async move { Ok((storage, guard)) }` with an
@@ -919,6 +1172,7 @@ macro_rules! storage_suite_tests {
         $crate::storage_suite_tests!(@clocked $mode $make;
             a_replay_after_its_answer_was_pruned_is_a_conflict,
             pruning_removes_only_answers_recorded_before_the_cut_off,
+            tombstones_deleted_before_a_time_are_purged,
         );
         $crate::storage_suite_tests!(@tests $mode $make;
             pushed_rows_are_pulled_back_in_sync_id_order,
@@ -935,6 +1189,9 @@ macro_rules! storage_suite_tests {
             the_digest_covers_live_rows_only,
             purging_tombstones_sets_a_horizon,
             concurrent_pushes_on_one_base_accept_exactly_one,
+            a_position_beyond_the_feed_is_refused_as_server_behind,
+            a_scan_from_the_origin_is_served_below_the_horizon_it_started_under,
+            a_mutation_id_reused_for_another_row_is_refused,
         );
     };
     (@make required $make:expr, $clock:expr) => {

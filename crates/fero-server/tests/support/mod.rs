@@ -401,3 +401,50 @@ impl Writer {
         }
     }
 }
+
+/// A storage backend an HTTP test runs on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// In-memory SQLite.
+    Sqlite,
+    /// A fresh PostgreSQL database (`FERO_TEST_POSTGRES`).
+    Postgres,
+}
+
+/// A server on one backend, users `alice` and `bob`, its storage and retention cut-offs on
+/// `clock`; the database lives as long as this.
+pub struct OnBackend {
+    pub server: Server,
+    pub database: Option<postgres::TestDatabase>,
+}
+
+/// A server on `backend`; `None` when PostgreSQL tests skip.
+pub async fn server_on(
+    backend: Backend,
+    clock: &fero_server::storage_suite::ManualClock,
+) -> Option<OnBackend> {
+    let clock = std::sync::Arc::new(clock.clone());
+    let builder = Server::builder().tokens(tokens()).clock(clock.clone());
+    match backend {
+        Backend::Sqlite => Some(OnBackend {
+            server: builder
+                .storage(SqliteStorage::open_with_clock(":memory:", clock).unwrap())
+                .build()
+                .unwrap(),
+            database: None,
+        }),
+        Backend::Postgres => {
+            let database = postgres::TestDatabase::create("http").await?;
+            let storage = fero_server::PostgresStorage::builder(&database.url)
+                .pool_size(2)
+                .clock(clock)
+                .connect()
+                .await
+                .unwrap();
+            Some(OnBackend {
+                server: builder.storage(storage).build().unwrap(),
+                database: Some(database),
+            })
+        }
+    }
+}
