@@ -191,6 +191,7 @@ impl<R: Remote> CollectionSync<R> {
             discard_local: changes.discard_local,
             rebase: changes.rebase,
             checkpoint: checkpoint.map(|cp| (context.feature.clone(), cp)),
+            now: self.store.db().clock.now(),
         };
         let operation = format!(
             "apply page {} of {} (feature {})",

@@ -7,6 +7,8 @@
 //! - `fero_documents`: one row per (collection, id): the local copy and the server state it
 //!   rests on (`base_*`), see [`LocalDocument`](crate::LocalDocument).
 //! - `fero_outbox`: pending local mutations in order; `seq` is the per-device mutation sequence.
+//! - `fero_conflict_log`: local edits a conflict dropped or overwrote, until the app acknowledges
+//!   them (see [`ConflictRecord`](crate::ConflictRecord)).
 
 use std::path::Path;
 use std::time::Duration;
@@ -84,6 +86,23 @@ const MIGRATIONS: &[&str] = &[
          data         TEXT    NOT NULL
      );
      CREATE INDEX fero_outbox_document ON fero_outbox (collection, id, seq);",
+    // 3: the conflict log: local edits a conflict dropped or overwrote, written in the
+    // transaction that drops them, removed when the app acknowledges them (`conflict_log.rs`).
+    //
+    // AUTOINCREMENT: a record's number is never handed out twice, so an app acknowledging the
+    // numbers it read never removes a record written after it read them.
+    "CREATE TABLE fero_conflict_log (
+         log_id             INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection         TEXT    NOT NULL,
+         id                 TEXT    NOT NULL,
+         outcome            TEXT    NOT NULL CHECK (outcome IN ('dropped', 'overwritten')),
+         local_version      INTEGER NOT NULL,
+         local_mutation_seq INTEGER,
+         local_deleted      INTEGER NOT NULL,
+         local_data         TEXT    NOT NULL,
+         server_version     INTEGER,
+         recorded_at        INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build migrates to.
