@@ -111,7 +111,9 @@ struct ServerState {
 #[derive(Clone, Debug, Default)]
 pub struct SimServer {
     state: Arc<Mutex<ServerState>>,
-    clock: SimClock,
+    /// Shared by every clone, so [`set_clock`](Self::set_clock) reaches the copies a
+    /// simulation's remotes hold.
+    clock: Arc<Mutex<SimClock>>,
 }
 
 impl SimServer {
@@ -123,10 +125,26 @@ impl SimServer {
     pub(crate) fn with_clock(clock: SimClock, blind_overwrite: bool) -> Self {
         let server = SimServer {
             state: Arc::default(),
-            clock,
+            clock: Arc::new(Mutex::new(clock)),
         };
         lock(&server.state).blind_overwrite = blind_overwrite;
         server
+    }
+
+    /// Makes every clone of this server stamp writes (`updated_at`) with `clock`.
+    ///
+    /// A [`SimClock`] measures time from the tokio clock of the runtime it was made in. A server
+    /// built by a [`Sim`](crate::Sim) has the simulation's runtime's clock; a test that drives
+    /// the server from a runtime of its own must hand it a clock made there, or every timestamp
+    /// would include the real time between the two runtimes' starts and no seed would replay
+    /// exactly.
+    pub fn set_clock(&self, clock: SimClock) {
+        *lock(&self.clock) = clock;
+    }
+
+    fn now(&self) -> Timestamp {
+        let clock = *lock(&self.clock);
+        clock.now()
     }
 
     /// Pulls synchronously (the [`Remote`] implementation awaits nothing else).
@@ -187,7 +205,7 @@ impl SimServer {
         collection: &str,
         request: &PushRequest,
     ) -> Result<PushResponse, RemoteError> {
-        let now = self.clock.now();
+        let now = self.now();
         let mut state = lock(&self.state);
         state.pushes += 1;
         let blind = state.blind_overwrite;
@@ -278,7 +296,7 @@ impl SimServer {
     /// Writes `id` as another client would, on top of whatever the server holds: seeds data
     /// for scripted scenarios. Returns the new version.
     pub fn seed(&self, collection: &str, id: &str, data: serde_json::Value) -> Version {
-        let now = self.clock.now();
+        let now = self.now();
         let mut state = lock(&self.state);
         let base_version = state
             .collections

@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 
-use fero::{FeatureKey, Rebase, SyncCheckpoint, SyncPayload};
+use fero::{FeatureKey, Rebase, SyncCheckpoint, SyncPayload, Timestamp};
 use fero_protocol::Document;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::conflict_log::{self, ConflictLogOutcome};
 use crate::document::{LocalDocument, OutboxOp, check_document, encode_json};
 use crate::error::{Error, Result};
 use crate::metadata::{read_checkpoint, write_checkpoint};
@@ -24,6 +25,8 @@ pub(crate) struct Page {
     pub(crate) checkpoint: Option<(FeatureKey, SyncCheckpoint)>,
     /// A page of a resync's pull from scratch: its rows are marked seen (see `crate::resync`).
     pub(crate) resync: bool,
+    /// The time a conflict log record written by this page carries.
+    pub(crate) now: Timestamp,
 }
 
 /// Writes a server state unless the row holds a pending local edit or a newer server state.
@@ -75,6 +78,20 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
                 && doc.version == lost.version
         });
         if same_edit {
+            // The record commits with the drop: no crash can lose the edit without it.
+            let server_version = page
+                .items
+                .iter()
+                .find(|payload| payload.item.id == lost.id)
+                .map(|payload| payload.item.version);
+            conflict_log::record(
+                conn,
+                collection,
+                lost,
+                ConflictLogOutcome::Dropped,
+                server_version,
+                page.now,
+            )?;
             restore_base(conn, collection, &lost.id)?;
         }
     }
@@ -129,7 +146,7 @@ pub(crate) fn apply_page(conn: &Connection, page: Page) -> Result<usize> {
                 id: rebase.local.id,
             });
         }
-        if write_rebase(conn, collection, rebase)? {
+        if write_rebase(conn, collection, rebase, page.now)? {
             applied += 1;
         }
     }
@@ -199,10 +216,14 @@ pub(crate) fn restore_base(conn: &Connection, collection: &str, id: &str) -> Res
 ///
 /// Returns `false` without writing when the stored edit is newer than the copy the engine
 /// resolved: that edit is kept as is, and its push meets the conflict check again.
+///
+/// When the re-based content differs from the stored edit it replaces (a merge), the stored edit
+/// is recorded in the conflict log in the same transaction.
 fn write_rebase(
     conn: &Connection,
     collection: &str,
     rebase: Rebase<LocalDocument, Document>,
+    now: Timestamp,
 ) -> Result<bool> {
     let Rebase { local, server } = rebase;
     let id = local.id.as_str();
@@ -229,6 +250,19 @@ fn write_rebase(
     });
     if newer_edit_stored {
         return Ok(false);
+    }
+    if let Some(stored) = current.as_ref().filter(|stored| {
+        stored.locally_modified
+            && (stored.deleted != local.deleted || (!local.deleted && stored.data != local.data))
+    }) {
+        conflict_log::record(
+            conn,
+            collection,
+            stored,
+            ConflictLogOutcome::Overwritten,
+            Some(server.item.version),
+            now,
+        )?;
     }
     let op = if local.deleted {
         OutboxOp::Delete
@@ -396,6 +430,7 @@ mod tests {
                 rebase: Vec::new(),
                 checkpoint: Some((feature.clone(), SyncCheckpoint::at(SyncId(end)))),
                 resync: false,
+                now: Timestamp(0),
             };
             assert_eq!(apply_page(&tx, page).unwrap(), PAGE as usize);
             tx.commit().unwrap();

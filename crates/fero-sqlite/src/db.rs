@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use fero::Clock;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
@@ -17,14 +18,22 @@ pub(crate) struct Db {
     pub(crate) device_id: String,
     /// The file, `None` in memory.
     pub(crate) path: Option<PathBuf>,
+    /// Where conflict log records read their time.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Db {
-    pub(crate) fn new(conn: Connection, device_id: String, path: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        conn: Connection,
+        device_id: String,
+        path: Option<PathBuf>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Db {
             conn: Mutex::new(conn),
             device_id,
             path,
+            clock,
         }
     }
 

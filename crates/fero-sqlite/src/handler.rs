@@ -200,6 +200,7 @@ impl<R: Remote> CollectionSync<R> {
             rebase: changes.rebase,
             checkpoint: checkpoint.map(|cp| (context.feature.clone(), cp)),
             resync: context.resync.is_some(),
+            now: self.store.db().clock.now(),
         };
         let operation = format!(
             "apply page {} of {} (feature {})",

@@ -12,6 +12,8 @@
 //! - [`store`]: [`SqliteStore`], local edits (`put`, `delete`), reads, digest, reset.
 //! - [`document`]: [`LocalDocument`] and the outbox's [`OutboxEntry`].
 //! - [`handler`]: [`CollectionSync`], fetch, apply, push, conflict base, discard.
+//! - [`conflict_log`]: [`ConflictRecord`], the durable record of every local edit a conflict
+//!   dropped or overwrote, written in the transaction that drops it.
 //! - [`metadata`]: the persistent [`SqliteSyncMetadataRepo`].
 //! - [`verify`]: [`VerifyReport`], comparing the store with the server.
 //! - [`schema`]: tables, ordered migrations (`PRAGMA user_version`), [`Synchronous`].
@@ -91,6 +93,7 @@
 //! None. SQLite is bundled (compiled into the crate), so no system library is needed.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod conflict_log;
 pub mod document;
 pub mod error;
 pub mod handler;
@@ -104,6 +107,7 @@ mod db;
 mod push;
 mod resync;
 
+pub use conflict_log::{ConflictLogOutcome, ConflictRecord};
 pub use document::{LocalDocument, OutboxEntry, OutboxOp};
 pub use error::{Error, Result};
 pub use handler::CollectionSync;

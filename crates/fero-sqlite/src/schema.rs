@@ -9,6 +9,8 @@
 //! - `fero_outbox`: pending local mutations in order; `seq` is the per-device mutation sequence.
 //! - `fero_resync`: per collection, the generation of its latest resync (see `resync_seen` on
 //!   `fero_documents`) and, while one is under way, its reason.
+//! - `fero_conflict_log`: local edits a conflict dropped or overwrote, until the app acknowledges
+//!   them (see [`ConflictRecord`](crate::ConflictRecord)).
 
 use std::path::Path;
 use std::time::Duration;
@@ -98,6 +100,23 @@ const MIGRATIONS: &[&str] = &[
          reason     TEXT,
          repushed   INTEGER NOT NULL DEFAULT 0
      ) WITHOUT ROWID;",
+    // 4: the conflict log: local edits a conflict dropped or overwrote, written in the
+    // transaction that drops them, removed when the app acknowledges them (`conflict_log.rs`).
+    //
+    // AUTOINCREMENT: a record's number is never handed out twice, so an app acknowledging the
+    // numbers it read never removes a record written after it read them.
+    "CREATE TABLE fero_conflict_log (
+         log_id             INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection         TEXT    NOT NULL,
+         id                 TEXT    NOT NULL,
+         outcome            TEXT    NOT NULL CHECK (outcome IN ('dropped', 'overwritten')),
+         local_version      INTEGER NOT NULL,
+         local_mutation_seq INTEGER,
+         local_deleted      INTEGER NOT NULL,
+         local_data         TEXT    NOT NULL,
+         server_version     INTEGER,
+         recorded_at        INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build migrates to.

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fero::{FeatureKey, Version};
+use fero::{Clock, FeatureKey, SystemClock, Version};
 use fero_protocol::{Digest, MutationId, Remote};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::conflict_log::{self, ConflictRecord};
 use crate::db::Db;
 use crate::document::{
     DOCUMENT_COLUMNS, LocalDocument, OutboxEntry, OutboxOp, RawDocument, check_collection,
@@ -29,6 +30,7 @@ use crate::schema::{self, Synchronous};
 pub struct StoreOptions {
     synchronous: Synchronous,
     device_id: Option<String>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl StoreOptions {
@@ -47,6 +49,14 @@ impl StoreOptions {
     /// Ignored for a database that already has one: the stored id never changes.
     pub fn device_id(mut self, device_id: impl Into<String>) -> Self {
         self.device_id = Some(device_id.into());
+        self
+    }
+
+    /// Where the store reads the time it records in the conflict log
+    /// ([`ConflictRecord::recorded_at`]); the system clock by default. A simulation passes its
+    /// own, so a replayed seed records the same times.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
         self
     }
 }
@@ -108,7 +118,8 @@ impl SqliteStore {
     /// As [`open`](Self::open).
     pub async fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_owned();
-        Self::open_blocking("open the database", move || {
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        Self::open_blocking("open the database", clock, move || {
             let conn = schema::open_file(&path, options.synchronous)?;
             Ok((conn, Some(path), options.device_id))
         })
@@ -120,13 +131,17 @@ impl SqliteStore {
     /// # Errors
     /// [`Error::Open`] when SQLite cannot allocate it.
     pub async fn open_in_memory() -> Result<SqliteStore> {
-        Self::open_blocking("open an in-memory database", || {
+        Self::open_blocking("open an in-memory database", Arc::new(SystemClock), || {
             Ok((schema::open_memory()?, None, None))
         })
         .await
     }
 
-    async fn open_blocking<F>(operation: &str, open: F) -> Result<SqliteStore>
+    async fn open_blocking<F>(
+        operation: &str,
+        clock: Arc<dyn Clock>,
+        open: F,
+    ) -> Result<SqliteStore>
     where
         F: FnOnce() -> Result<(Connection, Option<PathBuf>, Option<String>)> + Send + 'static,
     {
@@ -134,7 +149,7 @@ impl SqliteStore {
             let (mut conn, path, device_id) = open()?;
             let at = path.as_deref().unwrap_or(std::path::Path::new(":memory:"));
             let device_id = schema::device_id(&mut conn, device_id, at)?;
-            Ok(Db::new(conn, device_id, path))
+            Ok(Db::new(conn, device_id, path, clock))
         });
         let db = match task.await {
             Ok(result) => result?,
@@ -418,6 +433,40 @@ impl SqliteStore {
                         })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    /// The conflict log: every local edit a conflict dropped or overwrote that the app has not
+    /// acknowledged yet, oldest first, across all collections.
+    ///
+    /// A record is written in the same transaction that drops or overwrites the edit, so it
+    /// survives any crash that the drop survives, even one before the engine could send its
+    /// [`ConflictResolved`](fero::SyncEvent::ConflictResolved) event. Read it at start-up (and
+    /// whenever that event arrives), show or re-apply the edits, then
+    /// [`acknowledge_conflicts`](Self::acknowledge_conflicts). An edit the app itself discards
+    /// (`FeroSync::discard_quarantined`) is not recorded; an edit kept on top of the server's
+    /// state (`ClientWins`, or the local side winning) is not lost and is not recorded either.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`] or [`Error::CorruptJson`].
+    pub async fn conflict_log(&self) -> Result<Vec<ConflictRecord>> {
+        self.db
+            .read("read the conflict log", |tx| conflict_log::read_all(tx))
+            .await
+    }
+
+    /// Removes the conflict log records `log_ids` (their [`ConflictRecord::log_id`]), in one
+    /// transaction; returns how many existed. Unknown or already acknowledged numbers are
+    /// ignored, so acknowledging twice is harmless.
+    ///
+    /// # Errors
+    /// [`Error::Sqlite`].
+    pub async fn acknowledge_conflicts(&self, log_ids: &[u64]) -> Result<u64> {
+        let log_ids = log_ids.to_vec();
+        self.db
+            .write("acknowledge conflict log records", move |tx| {
+                conflict_log::acknowledge(tx, &log_ids)
             })
             .await
     }

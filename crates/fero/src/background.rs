@@ -6,7 +6,7 @@
 //! the server still checks every change's base version, so the order is an optimisation, not a
 //! correctness condition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use rustc_hash::FxHashMap;
@@ -466,7 +466,9 @@ impl<H: BackgroundSyncHandler> TypedBackground<H> {
             if items.is_empty() {
                 return Ok(());
             }
-            let mut repush: HashMap<String, Kept<H>> = HashMap::new();
+            // Ordered by id: the edits parked after the last round are parked (and their events
+            // sent) in the same order on every run, so a simulation seed replays exactly.
+            let mut repush: BTreeMap<String, Kept<H>> = BTreeMap::new();
             let mut remaining = items.into_iter();
             loop {
                 let chunk: Vec<H::Local> = remaining.by_ref().take(settings.batch_size).collect();

@@ -310,3 +310,49 @@ async fn a_local_deletion_against_a_server_update_is_a_conflict_too() {
     assert!(store.get("x").is_none());
     assert_converged(&store, &remote);
 }
+
+#[tokio::test(start_paused = true)]
+async fn edits_parked_after_the_last_push_round_are_parked_in_id_order() {
+    // With a HashMap the twelve would be parked (and their events sent) in a random order each
+    // run, and a simulation seed would not replay.
+    let ids: Vec<String> = (0..12).map(|n| format!("x{n:02}")).collect();
+    let remote = MemoryRemote::new();
+    for id in &ids {
+        remote.insert(id, json!(0));
+    }
+    let store = MemoryStore::new();
+    let racer = remote.clone();
+    let racing = ids.clone();
+    let handler = Hooked::new(store.handler(remote.clone())).before_push(move |n| {
+        for id in &racing {
+            racer.insert(id, json!(format!("server write {n}")));
+        }
+    });
+    let sync = FeroSync::builder()
+        .background_sync("c", handler, FeatureSyncConfig::new().batch_size(100))
+        .conflict_strategy(ConflictResolutionStrategy::ClientWins)
+        .max_push_rounds(2)
+        .build()
+        .unwrap();
+    sync.sync_now().await.unwrap();
+    // Written in reverse, so neither the edit order nor the push order is the id order.
+    for id in ids.iter().rev() {
+        store.put(id, json!("device"));
+    }
+    let mut events = sync.event_stream();
+    sync.sync_now().await.unwrap();
+    let parked_events: Vec<String> = conflicts(&drain(&mut events))
+        .into_iter()
+        .filter(|c| c.outcome == ConflictOutcome::Parked)
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(parked_events, ids);
+    let parked: Vec<String> = sync
+        .parked_conflicts("c")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(parked, ids);
+}
