@@ -5,6 +5,8 @@
 //! FERO_TOKENS="tok1=alice,tok2=bob" fero-server --db :memory:
 //! fero-server --db postgres://fero@db.internal:5432/fero --tokens tokens.toml
 //! fero-server --db sync.db --tokens tokens.toml --mutation-retention 90d
+//! fero-server --db sync.db --tokens tokens.toml --metrics-token s3cret --drain-period 10s
+//! fero-server backup --db sync.db --to sync-2026-12-03.db
 //! ```
 
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use fero_server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
     PostgresStorage, Server, SqliteStorage, Tokens,
@@ -27,6 +29,10 @@ use fero_server::{
 #[derive(Debug, Parser)]
 #[command(name = "fero-server", version, about, long_about)]
 struct Cli {
+    /// Something other than serving; without one, the server serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Where rows live: a SQLite database file, created if missing (WAL mode); `:memory:` to
     /// keep everything in memory until the server stops; or a PostgreSQL URL
     /// (`postgres://user@host:port/database`), which several fero-server processes may share:
@@ -71,6 +77,41 @@ struct Cli {
         default_value = "30d"
     )]
     mutation_retention: Duration,
+
+    /// A bearer token that GET /metrics requires; without it /metrics is open to anyone who
+    /// reaches the port (it shows counts, never rows).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERO_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
+
+    /// After Ctrl-C or SIGTERM, keep serving this long with GET /readyz answering 503, so a load
+    /// balancer takes the process out before it stops accepting connections. Seconds or a
+    /// number with a unit (`10s`); default 0: stop at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    drain_period: Duration,
+}
+
+/// The subcommands; serving is the default.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy a SQLite database consistently while the server runs (SQLite's online backup API);
+    /// back up PostgreSQL with pg_dump instead (docs/operations.md).
+    Backup(BackupArgs),
+}
+
+/// `fero-server backup`.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The SQLite database file the server runs with.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// The new file to write; it must not exist.
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
 }
 
 #[tokio::main]
@@ -83,6 +124,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Backup(args)) = &cli.command {
+        let report = fero_server::backup::backup_sqlite(&args.db, &args.to)?;
+        println!(
+            "backed up {} to {} ({} pages, {} bytes, integrity ok)",
+            args.db.display(),
+            report.to.display(),
+            report.pages,
+            report.bytes
+        );
+        return Ok(());
+    }
 
     let mut tokens = Tokens::new();
     if let Some(path) = &cli.tokens {
@@ -98,7 +150,12 @@ async fn main() -> anyhow::Result<()> {
     let builder = Server::builder()
         .tokens(tokens)
         .body_limit(cli.body_limit)
-        .mutation_retention(cli.mutation_retention);
+        .mutation_retention(cli.mutation_retention)
+        .drain_period(cli.drain_period);
+    let builder = match &cli.metrics_token {
+        Some(token) => builder.metrics_token(token.clone()),
+        None => builder,
+    };
     let builder = if is_postgres_url(&cli.db) {
         let storage = PostgresStorage::builder(&cli.db)
             .pool_size(cli.pool_size)
@@ -147,6 +204,16 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(retention)
+}
+
+/// `--drain-period`: whole seconds, or a duration with units (`10s`, `1m`); zero allowed.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|error| format!("{error}; write seconds (10) or a number with a unit (10s)")),
+    }
 }
 
 /// `--db` names a PostgreSQL database rather than a SQLite file.
@@ -230,6 +297,22 @@ mod tests {
         assert_eq!(cli.mutation_retention, DEFAULT_MUTATION_RETENTION);
         let cli = Cli::try_parse_from(["fero-server", "--mutation-retention", "7d"]).unwrap();
         assert_eq!(cli.mutation_retention, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn backup_is_a_subcommand_and_serving_the_default() {
+        let cli = Cli::try_parse_from(["fero-server", "--db", "a.db"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.drain_period, Duration::ZERO);
+        let cli =
+            Cli::try_parse_from(["fero-server", "backup", "--db", "a.db", "--to", "b.db"]).unwrap();
+        let Some(Command::Backup(args)) = cli.command else {
+            panic!("expected the backup subcommand");
+        };
+        assert_eq!((args.db, args.to), ("a.db".into(), "b.db".into()));
+        assert!(Cli::try_parse_from(["fero-server", "backup", "--db", "a.db"]).is_err());
+        let cli = Cli::try_parse_from(["fero-server", "--drain-period", "10s"]).unwrap();
+        assert_eq!(cli.drain_period, Duration::from_secs(10));
     }
 
     #[test]
