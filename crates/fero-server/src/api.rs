@@ -48,6 +48,12 @@ struct AppState {
 /// (trace, compression, JSON errors and protocol header, body limit).
 pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router {
     let body_limit = server.body_limit();
+    // Operations endpoints (crate::readiness, crate::metrics) take the server as their state.
+    let operations = Router::new()
+        .route("/readyz", get(crate::readiness::readyz))
+        .route("/metrics", get(crate::metrics::metrics_endpoint))
+        .with_state(server.clone());
+    let recorded = server.clone();
     let state = AppState {
         server,
         streams_stop,
@@ -64,8 +70,13 @@ pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router 
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(healthz))
+        .merge(operations)
         .fallback(not_found)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            recorded,
+            crate::metrics::record_request,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::map_response(finish_response))
         .layer(CompressionLayer::new())
@@ -239,7 +250,12 @@ async fn pull(
         .server
         .storage()
         .pull_from(user, collection, position, limit)
-        .await?;
+        .await
+        .inspect_err(|error| state.server.metrics().storage_failed("pull", error))?;
+    state
+        .server
+        .metrics()
+        .record_pulled_rows(page.items.len() as u64);
     // The checkpoint comes from the rows of the page, which came from one read transaction.
     let checkpoint = match page.items.last() {
         Some(last) => SyncCheckpoint::at(last.sync_id).with_updated_at(last.updated_at),
@@ -300,7 +316,8 @@ async fn push(
             .server
             .storage()
             .push(&user, &collection, valid)
-            .await?;
+            .await
+            .inspect_err(|error| state.server.metrics().storage_failed("push", error))?;
         if outcome.results.len() != expected {
             tracing::error!(
                 collection,
@@ -326,10 +343,11 @@ async fn push(
         stored = outcome.results;
     }
     let mut stored = stored.into_iter();
-    let results = answers
+    let results: Vec<ChangeResult> = answers
         .into_iter()
         .filter_map(|answer| answer.or_else(|| stored.next()))
         .collect();
+    record_push_outcomes(&state.server, &results);
     Ok(Json(PushResponse { results }))
 }
 
@@ -338,7 +356,12 @@ async fn digest(
     Caller(user): Caller,
     Collection(collection): Collection,
 ) -> Result<Json<DigestResponse>, ApiError> {
-    let digest = state.server.storage().digest(&user, &collection).await?;
+    let digest = state
+        .server
+        .storage()
+        .digest(&user, &collection)
+        .await
+        .inspect_err(|error| state.server.metrics().storage_failed("digest", error))?;
     Ok(Json(DigestResponse {
         count: digest.count(),
         digest: digest.hex(),
@@ -352,10 +375,15 @@ async fn changes(
     // Subscribed before the response head is sent: a client that has the head will get a notice
     // for every later commit.
     let subscription = state.server.notifier().subscribe(&user);
-    let notices = futures::stream::unfold(subscription, |mut subscription| async move {
-        let notice = subscription.next().await?;
-        Some((notice, subscription))
-    });
+    // Counted open until the stream is dropped (client gone or shutdown).
+    let open = state.server.metrics().change_stream_opened();
+    let notices = futures::stream::unfold(
+        (subscription, open),
+        |(mut subscription, open)| async move {
+            let notice = subscription.next().await?;
+            Some((notice, (subscription, open)))
+        },
+    );
     let events = notices
         .map(|notice| Event::default().event("change").json_data(notice))
         .take_until(state.streams_stop.clone().cancelled_owned());
@@ -364,6 +392,19 @@ async fn changes(
             .interval(state.server.keep_alive())
             .text("keep-alive"),
     )
+}
+
+/// Counts a push's answers by outcome for `/metrics`.
+fn record_push_outcomes(server: &Server, results: &[ChangeResult]) {
+    let (mut accepted, mut conflict, mut rejected) = (0, 0, 0);
+    for result in results {
+        match result.outcome {
+            ChangeOutcome::Accepted { .. } => accepted += 1,
+            ChangeOutcome::Conflict { .. } => conflict += 1,
+            ChangeOutcome::Rejected { .. } => rejected += 1,
+        }
+    }
+    server.metrics().record_push(accepted, conflict, rejected);
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -82,7 +82,7 @@ pub enum StorageError {
     #[error("{operation} in collection {collection:?} failed: {source}")]
     Database {
         /// What the storage was doing ("pull", "push", "digest", "purge tombstones",
-        /// "prune mutations", "seed").
+        /// "prune mutations", "seed", "ping").
         operation: &'static str,
         /// The collection (empty when the operation spans all of them).
         collection: String,

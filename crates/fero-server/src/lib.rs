@@ -20,6 +20,10 @@
 //!   a push handled by one process reaches the change streams of all.
 //! - [`Tokens`] and [`UserId`]: who may call, and who owns a row.
 //! - [`error`]: one error enum per boundary.
+//! - [`backup`]: a consistent copy of a live SQLite database (`fero-server backup`).
+//! - [`metrics`] and [`readiness`]: `GET /metrics` (Prometheus text, one recorder per
+//!   [`Server`]) and `GET /readyz` (503 until the storage answers a ping, and while draining);
+//!   `docs/operations.md` tells how to run, observe, back up and upgrade the server.
 //!
 //! The `fero-server` binary wraps all of it: `fero-server --db sync.db --listen 127.0.0.1:7700
 //! --tokens tokens.toml`, or `--db postgres://user@host:5432/fero` for PostgreSQL.
@@ -57,11 +61,14 @@
 
 mod api;
 mod api_error;
+pub mod backup;
 mod cursor;
 pub mod error;
+pub mod metrics;
 mod notify;
 mod postgres;
 mod postgres_notify;
+pub mod readiness;
 mod server;
 mod sqlite;
 mod storage;
@@ -71,6 +78,7 @@ mod user;
 mod validate;
 
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
+pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
@@ -80,8 +88,8 @@ pub use server::{
 };
 pub use sqlite::SqliteStorage;
 pub use storage::{
-    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Storage,
-    StoredDocument, seed_pages,
+    FeedPosition, PoolUse, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow,
+    Storage, StoredDocument, seed_pages,
 };
 pub use tokens::Tokens;
 pub use user::UserId;

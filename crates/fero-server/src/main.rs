@@ -7,6 +7,8 @@
 //! fero-server --db sync.db --tokens tokens.toml --mutation-retention 90d
 //! fero-server --db sync.db --tokens tokens.toml --tombstone-retention off
 //! fero-server purge-tombstones --db sync.db --older-than 30d
+//! fero-server --db sync.db --tokens tokens.toml --metrics-token s3cret --drain-period 10s
+//! fero-server backup --db sync.db --to sync-2026-12-03.db
 //! ```
 
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use fero::{Clock, SystemClock, Timestamp};
 use fero_server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
@@ -30,6 +32,10 @@ use fero_server::{
 #[derive(Debug, Parser)]
 #[command(name = "fero-server", version, about, long_about)]
 struct Cli {
+    /// Something other than serving; without one, the server serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Where rows live: a SQLite database file, created if missing (WAL mode); `:memory:` to
     /// keep everything in memory until the server stops; or a PostgreSQL URL
     /// (`postgres://user@host:port/database`), which several fero-server processes may share:
@@ -87,9 +93,36 @@ struct Cli {
     )]
     tombstone_retention: TombstoneRetention,
 
+    /// A bearer token that GET /metrics requires; without it /metrics is open to anyone who
+    /// reaches the port (it shows counts, never rows).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERO_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
+
+    /// After Ctrl-C or SIGTERM, keep serving this long with GET /readyz answering 503, so a load
+    /// balancer takes the process out before it stops accepting connections. Seconds or a
+    /// number with a unit (`10s`); default 0: stop at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    drain_period: Duration,
+
     /// A one-shot command instead of serving.
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `fero-server backup`.
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The SQLite database file the server runs with.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// The new file to write; it must not exist.
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
 }
 
 /// One-shot commands.
@@ -107,6 +140,9 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
         older_than: Duration,
     },
+    /// Copy a SQLite database consistently while the server runs (SQLite's online backup API);
+    /// back up PostgreSQL with pg_dump instead (docs/operations.md).
+    Backup(BackupArgs),
 }
 
 /// `--tombstone-retention`: a duration, or off.
@@ -142,7 +178,12 @@ async fn main() -> anyhow::Result<()> {
         .tokens(tokens)
         .body_limit(cli.body_limit)
         .mutation_retention(cli.mutation_retention)
-        .tombstone_retention(cli.tombstone_retention.0);
+        .tombstone_retention(cli.tombstone_retention.0)
+        .drain_period(cli.drain_period);
+    let builder = match &cli.metrics_token {
+        Some(token) => builder.metrics_token(token.clone()),
+        None => builder,
+    };
     let builder = if is_postgres_url(&cli.db) {
         let storage = PostgresStorage::builder(&cli.db)
             .pool_size(cli.pool_size)
@@ -200,6 +241,17 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 /// Runs a one-shot command.
 async fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Backup(args) => {
+            let report = fero_server::backup::backup_sqlite(&args.db, &args.to)?;
+            println!(
+                "backed up {} to {} ({} pages, {} bytes, integrity ok)",
+                args.db.display(),
+                report.to.display(),
+                report.pages,
+                report.bytes
+            );
+            Ok(())
+        }
         Command::PurgeTombstones { db, older_than } => {
             let storage: Box<dyn Storage> = if is_postgres_url(&db) {
                 Box::new(PostgresStorage::builder(&db).pool_size(1).connect().await?)
@@ -235,6 +287,16 @@ fn parse_tombstone_retention(text: &str) -> Result<TombstoneRetention, String> {
         return Ok(TombstoneRetention(None));
     }
     parse_retention(text).map(|retention| TombstoneRetention(Some(retention)))
+}
+
+/// `--drain-period`: whole seconds, or a duration with units (`10s`, `1m`); zero allowed.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|error| format!("{error}; write seconds (10) or a number with a unit (10s)")),
+    }
 }
 
 /// `--db` names a PostgreSQL database rather than a SQLite file.
@@ -349,6 +411,22 @@ mod tests {
             Some(Command::PurgeTombstones { ref db, older_than })
                 if db == "x.db" && older_than == Duration::from_secs(30 * 24 * 3600)
         ));
+    }
+
+    #[test]
+    fn backup_is_a_subcommand_and_serving_the_default() {
+        let cli = Cli::try_parse_from(["fero-server", "--db", "a.db"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.drain_period, Duration::ZERO);
+        let cli =
+            Cli::try_parse_from(["fero-server", "backup", "--db", "a.db", "--to", "b.db"]).unwrap();
+        let Some(Command::Backup(args)) = cli.command else {
+            panic!("expected the backup subcommand");
+        };
+        assert_eq!((args.db, args.to), ("a.db".into(), "b.db".into()));
+        assert!(Cli::try_parse_from(["fero-server", "backup", "--db", "a.db"]).is_err());
+        let cli = Cli::try_parse_from(["fero-server", "--drain-period", "10s"]).unwrap();
+        assert_eq!(cli.drain_period, Duration::from_secs(10));
     }
 
     #[test]

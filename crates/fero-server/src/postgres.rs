@@ -52,8 +52,8 @@ use tokio_postgres::{Config, IsolationLevel, NoTls, Row};
 
 use crate::error::StorageError;
 use crate::storage::{
-    FeedPosition, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport,
-    SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
+    FeedPosition, PoolUse, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome,
+    SeedReport, SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
 };
 use crate::user::UserId;
 
@@ -1189,5 +1189,24 @@ impl Storage for PostgresStorage {
             inner.seed_in(client, now, owner.as_str(), collection, rows)
         })
         .await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let client = self.client("ping", "").await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|error| Failure::from(error).into_storage("ping", ""))?;
+        Ok(())
+    }
+
+    fn pool_use(&self) -> Option<PoolUse> {
+        let status = self.inner.pool.status();
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Some(PoolUse {
+            in_use: as_u64(status.size.saturating_sub(status.available)),
+            idle: as_u64(status.available),
+            max: as_u64(status.max_size),
+        })
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, DEFAULT_KEEP_ALIVE};
 use crate::error::{BuildError, ServeError, StorageError};
+use crate::metrics::ServerMetrics;
 use crate::notify::{ChangeHub, ChangeNotifier};
 use crate::storage::{PruneReport, PurgeReport, SeedReport, SeedRow, Storage, seed_pages};
 use crate::tokens::Tokens;
@@ -74,6 +75,11 @@ struct Inner {
     mutation_retention: Duration,
     tombstone_retention: Option<Duration>,
     clock: Arc<dyn Clock>,
+    metrics: ServerMetrics,
+    metrics_token: Option<String>,
+    drain_period: Duration,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
+    draining: CancellationToken,
 }
 
 impl Server {
@@ -92,6 +98,10 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting connections, ends
     /// open change streams, finishes the requests in flight and returns.
+    ///
+    /// When `shutdown` completes, `GET /readyz` answers 503 at once; the server keeps serving
+    /// for the [drain period](ServerBuilder::drain_period) (default none), so that a load
+    /// balancer polling `/readyz` stops sending new requests before connections are refused.
     ///
     /// While it serves, a background task prunes push answers older than the
     /// [mutation retention](ServerBuilder::mutation_retention) and purges tombstones older than
@@ -114,11 +124,21 @@ impl Server {
             pruning_stop.clone(),
         ));
         let streams_stop = CancellationToken::new();
-        let router = api::router(self, streams_stop.clone());
+        let router = api::router(self.clone(), streams_stop.clone());
+        let draining = self.inner.draining.clone();
+        let drain_period = self.inner.drain_period;
         let signal = {
             let pruning_stop = pruning_stop.clone();
             async move {
                 shutdown.await;
+                draining.cancel();
+                if !drain_period.is_zero() {
+                    tracing::info!(
+                        drain_period_secs = drain_period.as_secs_f64(),
+                        "draining: /readyz answers 503 while requests are still served"
+                    );
+                    tokio::time::sleep(drain_period).await;
+                }
                 tracing::info!("shutting down: finishing requests in flight");
                 streams_stop.cancel();
                 pruning_stop.cancel();
@@ -140,6 +160,40 @@ impl Server {
             tracing::error!(%error, "the mutation pruning task failed");
         }
         served
+    }
+
+    /// This server's metrics, as `GET /metrics` renders them.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.inner.metrics
+    }
+
+    /// The bearer token `GET /metrics` requires, if any.
+    pub(crate) fn metrics_token(&self) -> Option<&str> {
+        self.inner.metrics_token.as_deref()
+    }
+
+    /// How long [`serve`](Self::serve) keeps serving, with `/readyz` at 503, after its shutdown
+    /// signal.
+    pub fn drain_period(&self) -> Duration {
+        self.inner.drain_period
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.is_cancelled()
+    }
+
+    /// Completes when shutdown begins (when [`serve`](Self::serve)'s signal completes, or
+    /// [`start_draining`](Self::start_draining) is called).
+    pub async fn draining(&self) {
+        self.inner.draining.cancelled().await;
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now on, while every other
+    /// endpoint keeps serving. For a server whose [`router`](Self::router) you serve yourself;
+    /// [`serve`](Self::serve) calls it when its shutdown signal completes.
+    pub fn start_draining(&self) {
+        self.inner.draining.cancel();
     }
 
     /// The storage.
@@ -342,6 +396,8 @@ pub struct ServerBuilder {
     mutation_retention: Option<Duration>,
     tombstone_retention: Option<Option<Duration>>,
     clock: Option<Arc<dyn Clock>>,
+    metrics_token: Option<String>,
+    drain_period: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -412,6 +468,21 @@ impl ServerBuilder {
         self
     }
 
+    /// A bearer token that `GET /metrics` requires (default: none, `/metrics` is open). The
+    /// metrics carry no row data, only counts, but they tell how busy the server is.
+    pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(token.into());
+        self
+    }
+
+    /// How long [`Server::serve`] keeps serving after its shutdown signal, with `/readyz`
+    /// answering 503, before it stops accepting connections (default zero: it stops at once).
+    /// Set it a little longer than your load balancer's readiness poll interval.
+    pub fn drain_period(mut self, period: Duration) -> Self {
+        self.drain_period = Some(period);
+        self
+    }
+
     /// The server.
     ///
     /// # Errors
@@ -452,6 +523,10 @@ impl ServerBuilder {
                 mutation_retention,
                 tombstone_retention,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                metrics: ServerMetrics::new(),
+                metrics_token: self.metrics_token.filter(|token| !token.is_empty()),
+                drain_period: self.drain_period.unwrap_or_default(),
+                draining: CancellationToken::new(),
             }),
         })
     }

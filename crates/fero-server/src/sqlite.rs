@@ -810,4 +810,14 @@ impl Storage for SqliteStorage {
         })
         .await
     }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.run("ping", "", |inner| {
+            inner.read(|conn| {
+                conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;
+                Ok(())
+            })
+        })
+        .await
+    }
 }

@@ -266,6 +266,17 @@ pub struct PruneReport {
     pub pruned: u64,
 }
 
+/// How many connections a storage's pool holds, for the `fero_storage_pool_connections` metric.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections lent out to a request right now.
+    pub in_use: u64,
+    /// Connections open and waiting in the pool.
+    pub idle: u64,
+    /// The most connections the pool opens.
+    pub max: u64,
+}
+
 /// Where rows live: the server's only state.
 ///
 /// # Contract
@@ -405,6 +416,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         collection: &str,
         rows: Vec<SeedRow>,
     ) -> Result<SeedReport, StorageError>;
+
+    /// Checks that the backend answers, as cheaply as it can (a `SELECT 1` on a pooled
+    /// connection): `GET /readyz` answers 503 until it succeeds.
+    ///
+    /// # Errors
+    /// A backend error: the database cannot be reached or does not answer.
+    async fn ping(&self) -> Result<(), StorageError>;
+
+    /// The connection pool's use right now, for `/metrics`; `None` (the default) for a backend
+    /// without a pool of its own.
+    fn pool_use(&self) -> Option<PoolUse> {
+        None
+    }
 }
 
 #[allow(dead_code)]

@@ -82,6 +82,10 @@ impl Storage for GatedStorage {
     ) -> Result<SeedReport, StorageError> {
         self.inner.seed(owner, collection, rows).await
     }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

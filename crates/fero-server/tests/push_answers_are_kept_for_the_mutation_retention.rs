@@ -147,6 +147,10 @@ impl Storage for ObservedStorage {
     ) -> Result<SeedReport, StorageError> {
         self.inner.seed(owner, collection, rows).await
     }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
 }
 
 #[tokio::test(start_paused = true)]
