@@ -50,7 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let answer: Result<String, Box<dyn std::error::Error>> = async {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("put"), Some(id), Some(json)) => {
-                    store.put(&collection, id, serde_json::from_str(json)?).await?;
+                    store
+                        .put(&collection, id, serde_json::from_str(json)?)
+                        .await?;
                     Ok("ok".to_owned())
                 }
                 (Some("delete"), Some(id), None) => {
@@ -67,7 +69,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .await?
                         .into_iter()
                         .map(|doc| {
-                            let row = serde_json::json!({ "version": doc.version.0, "data": doc.data });
+                            let row =
+                                serde_json::json!({ "version": doc.version.0, "data": doc.data });
                             (doc.id, row)
                         })
                         .collect();

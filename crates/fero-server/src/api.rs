@@ -54,6 +54,7 @@ struct AppState {
 /// (trace, compression, JSON errors and protocol header, body limit).
 pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router {
     let body_limit = server.body_limit();
+    let cors = server.cors_origins().layer();
     let state = AppState {
         server,
         streams_stop,
@@ -75,6 +76,9 @@ pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router 
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::map_response(finish_response))
         .layer(CompressionLayer::new())
+        // Outside the routes and their authentication: a browser's preflight (no token) is
+        // answered here, and every answer, errors included, carries the CORS headers.
+        .layer(tower::util::option_layer(cors))
         .layer(
             // One span and one "finished processing request" line per request at INFO, so the
             // binary's default log level shows the traffic.

@@ -18,7 +18,8 @@
 //! - [`ChangeNotifier`] and [`ChangeHub`]: where commits are announced and `GET /v1/changes`
 //!   streams listen, in process; [`PostgresNotifier`] feeds a hub from PostgreSQL's `LISTEN`, so
 //!   a push handled by one process reaches the change streams of all.
-//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row.
+//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row; [`CorsOrigins`]: which
+//!   browser origins may call cross-origin (preflights are answered before authentication).
 //! - [`error`]: one error enum per boundary.
 //!
 //! The `fero-server` binary wraps all of it: `fero-server --db sync.db --listen 127.0.0.1:7700
@@ -57,6 +58,7 @@
 
 mod api;
 mod api_error;
+mod cors;
 mod cursor;
 pub mod error;
 mod notify;
@@ -69,6 +71,7 @@ pub mod storage_suite;
 mod tokens;
 mod user;
 
+pub use cors::{CorsError, CorsOrigins, PREFLIGHT_MAX_AGE};
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};

@@ -5,6 +5,7 @@
 //! FERO_TOKENS="tok1=alice,tok2=bob" fero-server --db :memory:
 //! fero-server --db postgres://fero@db.internal:5432/fero --tokens tokens.toml
 //! fero-server --db sync.db --tokens tokens.toml --mutation-retention 90d
+//! fero-server --db sync.db --tokens tokens.toml --cors-origin http://localhost:5173
 //! ```
 
 use std::net::SocketAddr;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fero_server::{
-    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
-    PostgresStorage, Server, SqliteStorage, Tokens,
+    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE,
+    PostgresNotifier, PostgresStorage, Server, SqliteStorage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).
@@ -71,6 +72,17 @@ struct Cli {
         default_value = "30d"
     )]
     mutation_retention: Duration,
+
+    /// A browser origin allowed to call the server cross-origin (`http://localhost:5173`);
+    /// repeat it, or list origins comma-separated in FERO_CORS_ORIGINS; `*` allows any origin.
+    /// Preflights are answered before authentication. Default: none (no CORS headers).
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "FERO_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
 }
 
 #[tokio::main]
@@ -98,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
     let builder = Server::builder()
         .tokens(tokens)
         .body_limit(cli.body_limit)
-        .mutation_retention(cli.mutation_retention);
+        .mutation_retention(cli.mutation_retention)
+        .cors_origins(CorsOrigins::parse(&cli.cors_origins)?);
     let builder = if is_postgres_url(&cli.db) {
         let storage = PostgresStorage::builder(&cli.db)
             .pool_size(cli.pool_size)
@@ -230,6 +243,29 @@ mod tests {
         assert_eq!(cli.mutation_retention, DEFAULT_MUTATION_RETENTION);
         let cli = Cli::try_parse_from(["fero-server", "--mutation-retention", "7d"]).unwrap();
         assert_eq!(cli.mutation_retention, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_come_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "fero-server",
+            "--cors-origin",
+            "http://localhost:5173",
+            "--cors-origin",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.cors_origins,
+            [
+                "http://localhost:5173",
+                "https://a.example",
+                "https://b.example"
+            ]
+        );
+        assert_eq!(CorsOrigins::parse(&cli.cors_origins).unwrap().len(), 3);
+        let cli = Cli::try_parse_from(["fero-server"]).unwrap();
+        assert!(CorsOrigins::parse(&cli.cors_origins).unwrap().is_empty());
     }
 
     #[test]

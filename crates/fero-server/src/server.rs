@@ -14,6 +14,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, DEFAULT_KEEP_ALIVE};
+use crate::cors::CorsOrigins;
 use crate::error::{BuildError, ServeError, StorageError};
 use crate::notify::{ChangeHub, ChangeNotifier};
 use crate::storage::{PruneReport, PurgeReport, SeedReport, SeedRow, Storage, seed_pages};
@@ -68,6 +69,7 @@ struct Inner {
     keep_alive: Duration,
     mutation_retention: Duration,
     clock: Arc<dyn Clock>,
+    cors_origins: CorsOrigins,
 }
 
 impl Server {
@@ -163,6 +165,11 @@ impl Server {
     /// How long the answer to a pushed change is kept for replays.
     pub fn mutation_retention(&self) -> Duration {
         self.inner.mutation_retention
+    }
+
+    /// The browser origins allowed to call the server (none by default).
+    pub fn cors_origins(&self) -> &CorsOrigins {
+        &self.inner.cors_origins
     }
 
     /// Writes `rows` straight into storage, one transaction per `page_size` rows (see
@@ -275,6 +282,7 @@ pub struct ServerBuilder {
     keep_alive: Option<Duration>,
     mutation_retention: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
+    cors_origins: CorsOrigins,
 }
 
 impl ServerBuilder {
@@ -333,6 +341,13 @@ impl ServerBuilder {
         self
     }
 
+    /// The browser origins allowed to call the server cross-origin (default: none, and no CORS
+    /// headers are sent). Their preflights are answered before authentication.
+    pub fn cors_origins(mut self, origins: CorsOrigins) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
     /// The server.
     ///
     /// # Errors
@@ -366,6 +381,7 @@ impl ServerBuilder {
                 keep_alive,
                 mutation_retention,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                cors_origins: self.cors_origins,
             }),
         })
     }
