@@ -54,9 +54,16 @@ async function serverRows(collection) {
 }
 
 test("a second edit after an accepted push is never a self-conflict", async () => {
-  const { todos, replication } = await rxClient("second-edit");
+  // No change stream: nothing but the push answer can tell RxDB the accepted version.
+  const noStream = (url, init) =>
+    String(url).endsWith("/v1/changes")
+      ? new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)))
+      : fetch(url, init);
+  const { todos, replication } = await rxClient("second-edit", { fetch: noStream });
   const conflicts = [];
-  replication.received$.subscribe(() => {});
+  replication.internalReplicationState.events.resolvedConflicts.subscribe(({ input }) => {
+    if (!input.realMasterState.title || input.realMasterState.title !== input.newDocumentState.title) conflicts.push(input);
+  });
   for (let i = 0; i < 10; i++) {
     const doc = await todos.insert({ id: `t${i}`, title: "first", done: false });
     await replication.awaitInSync();
@@ -73,22 +80,35 @@ test("a second edit after an accepted push is never a self-conflict", async () =
 });
 
 test("a pull that brings the device's own write before its push answer leaves no stale version", async () => {
-  // The push answer is held back until a pull has brought the accepted row: the order that
-  // made RxDB skip the pulled row and keep the old version.
-  let releasePush;
-  let holding = false;
-  const held = new Promise((r) => (releasePush = r));
+  // A pull is in flight while the device pushes an edit: the server commits the push, the pull
+  // then brings the accepted row, and only after RxDB has processed that page does the push
+  // answer arrive. RxDB skips the pulled row (its local copy differs from the assumed master),
+  // which without the plugin's design left the old version for good.
+  let pullGate;
+  let pullWaiting = false;
+  let pushGate;
+  let pushCommitted;
   let pulledOwnWrite;
+  const committed = new Promise((r) => (pushCommitted = r));
   const pulled = new Promise((r) => (pulledOwnWrite = r));
   const racing = async (url, init) => {
+    const path = String(url);
+    if (path.endsWith("/pull") && pullGate) {
+      const gate = pullGate;
+      pullGate = undefined;
+      pullWaiting = true;
+      await gate;
+    }
     const response = await fetch(url, init);
-    if (holding && String(url).endsWith("/push")) {
-      holding = false;
+    if (path.endsWith("/push") && pushGate) {
+      const gate = pushGate;
+      pushGate = undefined;
       const body = await response.text();
-      await held;
+      pushCommitted();
+      await gate;
       return new Response(body, { status: response.status, headers: response.headers });
     }
-    if (String(url).endsWith("/pull")) {
+    if (path.endsWith("/pull")) {
       const body = await response.text();
       if (body.includes('"title":"raced"')) pulledOwnWrite();
       return new Response(body, { status: response.status, headers: response.headers });
@@ -98,13 +118,23 @@ test("a pull that brings the device's own write before its push answer leaves no
   const { todos, replication } = await rxClient("race", { fetch: racing });
   const doc = await todos.insert({ id: "r1", title: "start", done: false });
   await replication.awaitInSync();
-  holding = true;
+
+  let openPull;
+  pullGate = new Promise((r) => (openPull = r));
+  let releasePush;
+  pushGate = new Promise((r) => (releasePush = r));
+  replication.reSync();
+  await eventually(() => pullWaiting, 5000, "a pull in flight");
   await doc.getLatest().patch({ title: "raced" });
-  await pulled; // the change stream's notice made RxDB pull its own accepted write first
+  await committed; // the server holds version 2; its answer is held back
+  openPull();
+  await pulled; // the pull brought version 2 before the push answer
+  const down = replication.internalReplicationState.events.active.down;
+  await eventually(() => down.getValue() === false, 5000, "the pulled page processed");
   releasePush();
   await replication.awaitInSync();
-  await eventually(async () => (await todos.findOne("r1").exec()).version === 2, 5000, "version 2 recorded");
-  await (await todos.findOne("r1").exec()).patch({ title: "after" });
+  await eventually(async () => (await todos.findOne("r1").exec()).version === 2, 5000, "version 2 recorded locally");
+  await (await todos.findOne("r1").exec()).incrementalPatch({ title: "after" });
   await replication.awaitInSync();
   assert.deepEqual((await serverRows("race")).r1, { version: 3, data: { title: "after", done: false } });
   assert.equal((await todos.findOne("r1").exec()).version, 3);

@@ -54,6 +54,7 @@ pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router 
         .route("/metrics", get(crate::metrics::metrics_endpoint))
         .with_state(server.clone());
     let recorded = server.clone();
+    let cors = server.cors_origins().layer();
     let state = AppState {
         server,
         streams_stop,
@@ -80,6 +81,9 @@ pub(crate) fn router(server: Server, streams_stop: CancellationToken) -> Router 
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::map_response(finish_response))
         .layer(CompressionLayer::new())
+        // Outside the routes and their authentication: a browser's preflight (no token) is
+        // answered here, and every answer, errors included, carries the CORS headers.
+        .layer(tower::util::option_layer(cors))
         .layer(
             // One span and one "finished processing request" line per request at INFO, so the
             // binary's default log level shows the traffic.

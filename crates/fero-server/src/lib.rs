@@ -18,7 +18,8 @@
 //! - [`ChangeNotifier`] and [`ChangeHub`]: where commits are announced and `GET /v1/changes`
 //!   streams listen, in process; [`PostgresNotifier`] feeds a hub from PostgreSQL's `LISTEN`, so
 //!   a push handled by one process reaches the change streams of all.
-//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row.
+//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row; [`CorsOrigins`]: which
+//!   browser origins may call cross-origin (preflights are answered before authentication).
 //! - [`error`]: one error enum per boundary.
 //! - [`backup`]: a consistent copy of a live SQLite database (`fero-server backup`).
 //! - [`metrics`] and [`readiness`]: `GET /metrics` (Prometheus text, one recorder per
@@ -62,6 +63,7 @@
 mod api;
 mod api_error;
 pub mod backup;
+mod cors;
 mod cursor;
 pub mod error;
 pub mod metrics;
@@ -77,6 +79,7 @@ mod tokens;
 mod user;
 mod validate;
 
+pub use cors::{CorsError, CorsOrigins, PREFLIGHT_MAX_AGE};
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
 pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};

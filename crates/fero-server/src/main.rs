@@ -9,6 +9,7 @@
 //! fero-server purge-tombstones --db sync.db --older-than 30d
 //! fero-server --db sync.db --tokens tokens.toml --metrics-token s3cret --drain-period 10s
 //! fero-server backup --db sync.db --to sync-2026-12-03.db
+//! fero-server --db sync.db --tokens tokens.toml --cors-origin http://localhost:5173
 //! ```
 
 use std::net::SocketAddr;
@@ -20,8 +21,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use fero::{Clock, SystemClock, Timestamp};
 use fero_server::{
-    DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, PostgresNotifier,
-    PostgresStorage, Server, SqliteStorage, Storage, Tokens,
+    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE,
+    PostgresNotifier, PostgresStorage, Server, SqliteStorage, Storage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).
@@ -109,6 +110,17 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
     drain_period: Duration,
 
+    /// A browser origin allowed to call the server cross-origin (`http://localhost:5173`);
+    /// repeat it, or list origins comma-separated in FERO_CORS_ORIGINS; `*` allows any origin.
+    /// Preflights are answered before authentication. Default: none (no CORS headers).
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "FERO_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+
     /// A one-shot command instead of serving.
     #[command(subcommand)]
     command: Option<Command>,
@@ -179,7 +191,8 @@ async fn main() -> anyhow::Result<()> {
         .body_limit(cli.body_limit)
         .mutation_retention(cli.mutation_retention)
         .tombstone_retention(cli.tombstone_retention.0)
-        .drain_period(cli.drain_period);
+        .drain_period(cli.drain_period)
+        .cors_origins(CorsOrigins::parse(&cli.cors_origins)?);
     let builder = match &cli.metrics_token {
         Some(token) => builder.metrics_token(token.clone()),
         None => builder,
@@ -427,6 +440,29 @@ mod tests {
         assert!(Cli::try_parse_from(["fero-server", "backup", "--db", "a.db"]).is_err());
         let cli = Cli::try_parse_from(["fero-server", "--drain-period", "10s"]).unwrap();
         assert_eq!(cli.drain_period, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_come_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "fero-server",
+            "--cors-origin",
+            "http://localhost:5173",
+            "--cors-origin",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.cors_origins,
+            [
+                "http://localhost:5173",
+                "https://a.example",
+                "https://b.example"
+            ]
+        );
+        assert_eq!(CorsOrigins::parse(&cli.cors_origins).unwrap().len(), 3);
+        let cli = Cli::try_parse_from(["fero-server"]).unwrap();
+        assert!(CorsOrigins::parse(&cli.cors_origins).unwrap().is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, DEFAULT_KEEP_ALIVE};
+use crate::cors::CorsOrigins;
 use crate::error::{BuildError, ServeError, StorageError};
 use crate::metrics::ServerMetrics;
 use crate::notify::{ChangeHub, ChangeNotifier};
@@ -80,6 +81,7 @@ struct Inner {
     drain_period: Duration,
     /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
     draining: CancellationToken,
+    cors_origins: CorsOrigins,
 }
 
 impl Server {
@@ -275,6 +277,11 @@ impl Server {
         Ok(report)
     }
 
+    /// The browser origins allowed to call the server (none by default).
+    pub fn cors_origins(&self) -> &CorsOrigins {
+        &self.inner.cors_origins
+    }
+
     /// Writes `rows` straight into storage, one transaction per `page_size` rows (see
     /// [`seed_pages`]), then announces the collection on the change stream.
     ///
@@ -398,6 +405,7 @@ pub struct ServerBuilder {
     clock: Option<Arc<dyn Clock>>,
     metrics_token: Option<String>,
     drain_period: Option<Duration>,
+    cors_origins: CorsOrigins,
 }
 
 impl ServerBuilder {
@@ -483,6 +491,13 @@ impl ServerBuilder {
         self
     }
 
+    /// The browser origins allowed to call the server cross-origin (default: none, and no CORS
+    /// headers are sent). Their preflights are answered before authentication.
+    pub fn cors_origins(mut self, origins: CorsOrigins) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
     /// The server.
     ///
     /// # Errors
@@ -527,6 +542,7 @@ impl ServerBuilder {
                 metrics_token: self.metrics_token.filter(|token| !token.is_empty()),
                 drain_period: self.drain_period.unwrap_or_default(),
                 draining: CancellationToken::new(),
+                cors_origins: self.cors_origins,
             }),
         })
     }
