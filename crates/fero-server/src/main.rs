@@ -120,10 +120,6 @@ struct Cli {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
-
-    /// A one-shot command instead of serving.
-    #[command(subcommand)]
-    command: Option<Command>,
 }
 
 /// `fero-server backup`.

@@ -12,8 +12,8 @@ use axum::http::{Method, StatusCode};
 use fero::{SyncId, Timestamp};
 use fero_protocol::{Change, Digest};
 use fero_server::{
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage,
-    Storage, StorageError, UserId,
+    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server,
+    SqliteStorage, Storage, StorageError, UserId,
 };
 use support::{Running, call, tokens};
 
@@ -26,14 +26,14 @@ struct Unreachable {
 
 #[async_trait]
 impl Storage for Unreachable {
-    async fn pull(
+    async fn pull_from(
         &self,
         owner: &UserId,
         collection: &str,
-        after: SyncId,
+        from: FeedPosition,
         limit: u32,
     ) -> Result<PullPage, StorageError> {
-        self.inner.pull(owner, collection, after, limit).await
+        self.inner.pull_from(owner, collection, from, limit).await
     }
     async fn push(
         &self,
@@ -48,6 +48,14 @@ impl Storage for Unreachable {
     }
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.inner.purge_tombstones(before).await
+    }
+    async fn purge_tombstones_deleted_before(
+        &self,
+        deleted_before: Timestamp,
+    ) -> Result<PurgeReport, StorageError> {
+        self.inner
+            .purge_tombstones_deleted_before(deleted_before)
+            .await
     }
     async fn prune_mutations(&self, before: Timestamp) -> Result<PruneReport, StorageError> {
         self.inner.prune_mutations(before).await

@@ -80,6 +80,9 @@ impl Storage for ObservedStorage {
             .send(Call::Purge(at, deleted_before, report.purged));
         Ok(report)
     }
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
     async fn prune_mutations(
         &self,
         recorded_before: Timestamp,
