@@ -54,7 +54,12 @@
 //! ```
 //!
 //! # Feature flags
-//! None. TLS is rustls; answers are accepted zstd- or gzip-compressed.
+//! - `metrics` (off by default): every [`TransportStats`] figure is also recorded as a counter
+//!   through the `metrics` facade, into the recorder the application installs (names in
+//!   [`stats::names`]), so an app that already exports Prometheus figures shows its sync
+//!   traffic beside them.
+//!
+//! TLS is rustls; answers are accepted zstd- or gzip-compressed.
 #![doc(test(attr(deny(warnings))))]
 
 pub mod changes;

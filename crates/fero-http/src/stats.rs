@@ -52,30 +52,65 @@ fn add(counter: &AtomicU64, amount: usize) {
     counter.fetch_add(u64::try_from(amount).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
+/// With the `metrics` feature, the same figure goes to the `metrics` facade as a counter named
+/// `name` (into the recorder the application installed; nowhere when it installed none).
+#[cfg(feature = "metrics")]
+fn export(name: &'static str, amount: usize) {
+    metrics::counter!(name).increment(u64::try_from(amount).unwrap_or(u64::MAX));
+}
+
+#[cfg(not(feature = "metrics"))]
+fn export(_name: &'static str, _amount: usize) {}
+
+/// The names of the counters the `metrics` feature records, one per [`TransportStats`] field.
+pub mod names {
+    /// [`TransportStats::requests`](super::TransportStats::requests).
+    pub const REQUESTS: &str = "fero_client_requests_total";
+    /// [`TransportStats::bytes_sent`](super::TransportStats::bytes_sent).
+    pub const BYTES_SENT: &str = "fero_client_bytes_sent_total";
+    /// [`TransportStats::bytes_received`](super::TransportStats::bytes_received).
+    pub const BYTES_RECEIVED: &str = "fero_client_bytes_received_total";
+    /// [`TransportStats::bytes_decoded`](super::TransportStats::bytes_decoded).
+    pub const BYTES_DECODED: &str = "fero_client_bytes_decoded_total";
+    /// [`TransportStats::transient_failures`](super::TransportStats::transient_failures).
+    pub const TRANSIENT_FAILURES: &str = "fero_client_transient_failures_total";
+    /// [`TransportStats::other_failures`](super::TransportStats::other_failures).
+    pub const OTHER_FAILURES: &str = "fero_client_other_failures_total";
+    /// [`TransportStats::stream_connects`](super::TransportStats::stream_connects).
+    pub const STREAM_CONNECTS: &str = "fero_client_stream_connects_total";
+}
+
 impl Counters {
     pub(crate) fn request(&self, body_bytes: usize) {
         add(&self.requests, 1);
         add(&self.bytes_sent, body_bytes);
+        export(names::REQUESTS, 1);
+        export(names::BYTES_SENT, body_bytes);
     }
 
     pub(crate) fn received(&self, bytes: usize) {
         add(&self.bytes_received, bytes);
+        export(names::BYTES_RECEIVED, bytes);
     }
 
     pub(crate) fn decoded(&self, bytes: usize) {
         add(&self.bytes_decoded, bytes);
+        export(names::BYTES_DECODED, bytes);
     }
 
     pub(crate) fn failure(&self, transient: bool) {
         if transient {
             add(&self.transient_failures, 1);
+            export(names::TRANSIENT_FAILURES, 1);
         } else {
             add(&self.other_failures, 1);
+            export(names::OTHER_FAILURES, 1);
         }
     }
 
     pub(crate) fn stream_connected(&self) {
         add(&self.stream_connects, 1);
+        export(names::STREAM_CONNECTS, 1);
     }
 
     pub(crate) fn snapshot(&self) -> TransportStats {
@@ -94,6 +129,33 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the feature on, each figure also reaches the facade's recorder.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_metrics_feature_records_the_same_figures() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let counters = Counters::default();
+        metrics::with_local_recorder(&recorder, || {
+            counters.request(10);
+            counters.received(7);
+            counters.failure(true);
+        });
+        let text = handle.render();
+        let figures: std::collections::HashMap<&str, u64> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name, value.parse().ok()?))
+            })
+            .collect();
+        assert_eq!(figures.get(names::REQUESTS), Some(&1));
+        assert_eq!(figures.get(names::BYTES_SENT), Some(&10));
+        assert_eq!(figures.get(names::BYTES_RECEIVED), Some(&7));
+        assert_eq!(figures.get(names::TRANSIENT_FAILURES), Some(&1));
+    }
 
     #[test]
     fn counters_add_up_into_the_snapshot() {

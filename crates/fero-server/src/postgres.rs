@@ -29,7 +29,9 @@
 //!   [`PostgresNotifier`](crate::PostgresNotifier).
 //! - **Schema.** Versioned migrations in `fero_schema_migrations`, applied at connect time in
 //!   one transaction under an advisory lock, so two processes starting at once apply each
-//!   migration once.
+//!   migration once. Indexes on tables that grow large are built after that transaction, with
+//!   `CREATE INDEX CONCURRENTLY` (`CONCURRENT_INDEXES`), so migrating a live database never
+//!   blocks the pushes of the processes still serving.
 //!
 //! Tables are prefixed `fero_`. Give each deployment a database of its own: the notification
 //! channel is database-wide, so two deployments sharing one would hear each other's notices.
@@ -153,8 +155,11 @@ ALTER TABLE fero_mutations ADD COLUMN recorded_at BIGINT NOT NULL
     DEFAULT current_setting('fero.migration_time')::BIGINT;
 ALTER TABLE fero_mutations ALTER COLUMN recorded_at
     SET DEFAULT (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT;
-CREATE INDEX fero_mutations_recorded ON fero_mutations (recorded_at);
 ",
+        // Its index, `fero_mutations_recorded`, was built here, inside the migration
+        // transaction: on a large table that held up every push (an index build blocks the
+        // table's writes) for the length of the build. It is in [`CONCURRENT_INDEXES`] now.
+        // Databases migrated before have it already, and keep it.
     },
     Migration {
         version: 3,
@@ -167,6 +172,21 @@ ALTER TABLE fero_mutations ADD COLUMN collection TEXT;
 ",
     },
 ];
+
+/// Indexes built after the migrations commit, with `CREATE INDEX CONCURRENTLY`: the build
+/// reads the table without blocking writes, so a server migrating a live database keeps
+/// accepting the other processes' pushes. (It cannot run inside a transaction, hence apart from
+/// [`MIGRATIONS`].) Each is `(name, statement)`; the statement must say `IF NOT EXISTS`.
+const CONCURRENT_INDEXES: &[(&str, &str)] = &[(
+    "fero_mutations_recorded",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS fero_mutations_recorded \
+     ON fero_mutations (recorded_at)",
+)];
+
+/// Key of the session advisory lock held while [`CONCURRENT_INDEXES`] are checked and built, so
+/// that a second process starting at once never takes an index still being built for one a
+/// failed build left invalid.
+const INDEX_LOCK: i64 = 0x6665_726f_5f69_6478; // "fero_idx"
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS fero_schema_migrations (
     version     INTEGER     NOT NULL PRIMARY KEY,
@@ -460,6 +480,12 @@ impl PostgresStorageBuilder {
                 target: target.clone(),
                 message,
             })?;
+        build_indexes_concurrently(&client)
+            .await
+            .map_err(|message| StorageError::Schema {
+                target: target.clone(),
+                message,
+            })?;
         drop(client);
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
@@ -572,6 +598,69 @@ async fn migrate(
     tx.commit()
         .await
         .map_err(|e| format!("cannot commit the migrations: {}", full_message(&e)))
+}
+
+/// Builds each of [`CONCURRENT_INDEXES`] that is missing, and rebuilds one that an interrupted
+/// build left invalid, without blocking writes, under [`INDEX_LOCK`]. When another process holds
+/// the lock it is building them: this one goes on without waiting (the indexes only speed up
+/// pruning), and waiting would deadlock anyway, since a concurrent build waits for every open
+/// transaction, a lock wait included.
+async fn build_indexes_concurrently(client: &deadpool_postgres::Object) -> Result<(), String> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&INDEX_LOCK])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| format!("cannot take the index lock: {}", full_message(&e)))?;
+    if !locked {
+        tracing::info!("another process is building the indexes; not waiting for it");
+        return Ok(());
+    }
+    let result = build_missing_indexes(client).await;
+    // Released on every path: the connection goes back to the pool.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&INDEX_LOCK])
+        .await
+        .map_err(|e| format!("cannot release the index lock: {}", full_message(&e)));
+    result.and(unlocked.map(drop))
+}
+
+async fn build_missing_indexes(client: &deadpool_postgres::Object) -> Result<(), String> {
+    for (name, create) in CONCURRENT_INDEXES {
+        let valid: Option<bool> = client
+            .query_opt(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE c.relname = $1 AND pg_table_is_visible(c.oid)",
+                &[name],
+            )
+            .await
+            .map_err(|e| format!("cannot look up index {name}: {}", full_message(&e)))?
+            .map(|row| row.get(0));
+        match valid {
+            Some(true) => continue,
+            Some(false) => {
+                tracing::warn!(
+                    index = name,
+                    "rebuilding an index an interrupted build left invalid"
+                );
+                client
+                    .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                    .await
+                    .map_err(|e| {
+                        format!("cannot drop invalid index {name}: {}", full_message(&e))
+                    })?;
+            }
+            None => {}
+        }
+        tracing::info!(
+            index = name,
+            "building index concurrently (writes continue)"
+        );
+        client
+            .batch_execute(create)
+            .await
+            .map_err(|e| format!("cannot build index {name}: {}", full_message(&e)))?;
+    }
+    Ok(())
 }
 
 /// A failure inside one operation, before it knows its operation's name.

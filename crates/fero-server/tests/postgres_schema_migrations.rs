@@ -437,3 +437,50 @@ async fn a_version_2_database_migrates_and_its_answers_refuse_a_reused_mutation_
     );
     assert_eq!(storage.digest(&alice, "tasks").await.unwrap().count(), 0);
 }
+
+/// `fero_mutations_recorded`'s validity, `None` when it does not exist.
+async fn recorded_index_valid(database: &TestDatabase) -> Option<bool> {
+    database
+        .client()
+        .await
+        .query_opt(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE c.relname = 'fero_mutations_recorded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_at_index_is_built_concurrently_and_an_invalid_one_rebuilt() {
+    let Some(database) = TestDatabase::create("concurrent_index").await else {
+        return;
+    };
+    drop(PostgresStorage::connect(&database.url).await.unwrap());
+    assert_eq!(recorded_index_valid(&database).await, Some(true));
+    // What an interrupted CREATE INDEX CONCURRENTLY leaves behind: an index marked invalid,
+    // which `IF NOT EXISTS` alone would keep for ever.
+    database
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid =
+                 'fero_mutations_recorded'::regclass",
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded_index_valid(&database).await, Some(false));
+    drop(PostgresStorage::connect(&database.url).await.unwrap());
+    assert_eq!(recorded_index_valid(&database).await, Some(true));
+    // A dropped index is built again; the migrations themselves are not run twice.
+    database
+        .client()
+        .await
+        .batch_execute("DROP INDEX fero_mutations_recorded")
+        .await
+        .unwrap();
+    drop(PostgresStorage::connect(&database.url).await.unwrap());
+    assert_eq!(recorded_index_valid(&database).await, Some(true));
+}
