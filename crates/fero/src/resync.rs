@@ -6,7 +6,7 @@
 //! ahead of its feed (it was restored from an older backup). A handler reports it with
 //! [`HandlerError::resync_required`](crate::HandlerError::resync_required); the engine then:
 //!
-//! 1. emits [`SyncEvent::ResyncStarted`](crate::SyncEvent::ResyncStarted);
+//! 1. emits [`SyncEvent::ResyncStarted`];
 //! 2. calls the handler's `begin_resync` (e.g. a store marks every synced row unseen);
 //! 3. clears the feature's checkpoint and pulls it again from the beginning, page by page as
 //!    usual (each page's checkpoint saved only after its apply); every apply's [`ApplyContext`]
@@ -16,7 +16,7 @@
 //!    settles the rows the pull did not bring back (removes them for
 //!    [`ResyncReason::TombstonesPurged`], keeps and re-pushes them otherwise) and answers a
 //!    [`ResyncOutcome`];
-//! 5. emits [`SyncEvent::ResyncCompleted`](crate::SyncEvent::ResyncCompleted), and the cycle goes
+//! 5. emits [`SyncEvent::ResyncCompleted`], and the cycle goes
 //!    on (a background cycle pushes next, so re-queued rows reach the server in the same cycle).
 //!
 //! A resync that began and did not end (the app stopped, or a page failed for good) is continued
@@ -30,7 +30,7 @@
 //! written and the resync starts the same way.
 //!
 //! A second "resync required" during the pull from scratch fails the feature with
-//! [`Error::ResyncLoop`](crate::Error::ResyncLoop) instead of starting over: a server that cannot
+//! [`Error::ResyncLoop`] instead of starting over: a server that cannot
 //! serve its own feed from the beginning would otherwise be asked again forever.
 
 use futures::future::BoxFuture;

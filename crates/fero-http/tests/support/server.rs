@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fero_server::{SeedRow, Server, SqliteStorage, Tokens, UserId};
+use std::sync::Arc;
+
+use fero_server::{PostgresStorage, SeedRow, Server, SqliteStorage, Storage, Tokens, UserId};
 
 /// `token=user` pairs every test server accepts: three devices of alice, one of bob.
 pub(crate) const TOKENS: &str =
@@ -28,8 +30,32 @@ impl TestServer {
     /// Starts a server at `addr` (port 0 for a new port) with the database file `db`.
     pub(crate) fn start_at(db: &Path, addr: SocketAddr) -> TestServer {
         let storage = SqliteStorage::open(db).unwrap();
+        Self::serve_at(Arc::new(storage), db, addr, new_runtime())
+    }
+
+    /// Starts a server at `addr` on the PostgreSQL database at `url` (its storage connects on the
+    /// server's own runtime, so crashing the server drops every connection).
+    pub(crate) fn start_postgres_at(url: &str, addr: SocketAddr) -> TestServer {
+        let runtime = new_runtime();
+        // block_on cannot run inside the test's runtime: connect from a thread of its own.
+        let storage = std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(PostgresStorage::connect(url)))
+                .join()
+                .expect("the connecting thread ran")
+        })
+        .unwrap();
+        Self::serve_at(Arc::new(storage), Path::new(url), addr, runtime)
+    }
+
+    fn serve_at(
+        storage: Arc<dyn Storage>,
+        db: &Path,
+        addr: SocketAddr,
+        runtime: tokio::runtime::Runtime,
+    ) -> TestServer {
         let server = Server::builder()
-            .storage(storage)
+            .storage_arc(storage)
             .tokens(Tokens::parse_list(TOKENS).unwrap())
             .keep_alive(Duration::from_secs(1))
             .build()
@@ -38,11 +64,6 @@ impl TestServer {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let serving = server.clone();
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -95,6 +116,15 @@ impl TestServer {
             .await
             .unwrap();
     }
+}
+
+/// The one-worker runtime a test server runs on.
+fn new_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 impl Drop for TestServer {
