@@ -34,7 +34,9 @@ use crate::verify::VerifyReport;
 ///   passes in [`ApplyContext`], in one transaction; the result says the checkpoint is saved.
 ///   A page whose checkpoint is behind the stored one, a repeated id, or data that is not a
 ///   JSON object is refused with a typed [`Error`] (as the source of the [`fero::HandlerError`])
-///   and nothing of it is written.
+///   and nothing of it is written. A pending edit the page drops (`discard_local`) or replaces
+///   with other content (a merge's `rebase`) is recorded in the conflict log
+///   ([`SqliteStore::conflict_log`]) in the same transaction.
 /// - `get_locally_modified`: the pending documents, oldest edit first, read through an index.
 /// - `push_local_changes`: the stored pending state of each listed document, with its base
 ///   version and mutation id; the accepted answers are recorded in one transaction before the

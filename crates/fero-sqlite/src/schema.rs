@@ -320,6 +320,36 @@ mod tests {
     }
 
     #[test]
+    fn a_database_at_version_two_gets_an_empty_conflict_log_and_keeps_its_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO fero_documents (collection, id, data, version) VALUES ('c', 'a', '{}', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open_file(&path, Synchronous::Normal).unwrap();
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let docs: i64 = conn
+            .query_row("SELECT count(*) FROM fero_documents", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(docs, 1);
+        let records: i64 = conn
+            .query_row("SELECT count(*) FROM fero_conflict_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(records, 0);
+    }
+
+    #[test]
     fn migrating_twice_changes_nothing() {
         let mut conn = open_memory().unwrap();
         migrate(&mut conn, Path::new(":memory:")).unwrap();
