@@ -18,6 +18,8 @@ const arg = (name, fallback) => {
 const N = arg("n", 100_000);
 const BATCH = arg("batch", 5000);
 const RUNS = arg("runs", 3);
+// Loopback, as fero's own W4: no compression (`--gzip` to measure with it).
+const ENCODING = process.argv.includes("--gzip") ? undefined : "identity";
 
 const text = (seed, length) => {
   let s = "";
@@ -49,7 +51,8 @@ const rss = () => {
   return Number(status.match(/VmHWM:\s+(\d+)/)[1]) / 1024;
 };
 
-const server = await startServer({ args: ["--body-limit", String(16 * 1024 * 1024)] });
+const server = await startServer({ args: ["--body-limit", String(16 * 1024 * 1024)], release: true });
+console.error(`server: ${server.binary}`);
 try {
   const seeder = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore(), pushBatchCount: 5000, pushBatchBytes: 8 * 1024 * 1024 });
   const changes = Array.from({ length: N }, (_, i) => ({ id: `item-${String(i).padStart(7, "0")}`, base_version: null, data: item(i) }));
@@ -59,7 +62,7 @@ try {
 
   for (let run = 0; run < RUNS; run++) {
     // Raw pull: pages parsed, nothing stored.
-    const raw = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore() });
+    const raw = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore(), acceptEncoding: ENCODING });
     let t0 = performance.now();
     let checkpoint = null;
     let rows = 0;
@@ -82,6 +85,7 @@ try {
       token: ALICE,
       store: memoryStore(),
       live: false,
+      acceptEncoding: ENCODING,
       pullBatchSize: BATCH,
     });
     await replication.awaitInitialReplication();

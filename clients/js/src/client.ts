@@ -37,6 +37,11 @@ export interface FeroClientOptions {
   pushBatchBytes?: number;
   /** The `fetch` to use (default `globalThis.fetch`); tests inject failures through it. */
   fetch?: typeof fetch;
+  /**
+   * `Accept-Encoding` to send (Node only; browsers choose it themselves). Default: the
+   * platform's (gzip). `"identity"` turns compression off, which is faster on loopback.
+   */
+  acceptEncoding?: string;
 }
 
 /** The result of one `changes()` subscription: stop it with `close()`. */
@@ -66,6 +71,7 @@ export class FeroClient {
   private readonly fetchImpl: typeof fetch;
   private readonly pushBatchCount: number;
   private readonly pushBatchBytes: number;
+  private readonly acceptEncoding: string | undefined;
 
   private constructor(options: FeroClientOptions, device: DeviceIdentity) {
     this.url = options.url.replace(/\/+$/, "");
@@ -75,6 +81,7 @@ export class FeroClient {
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.pushBatchCount = Math.min(MAX_PAGE_SIZE, Math.max(1, options.pushBatchCount ?? 500));
     this.pushBatchBytes = Math.max(1024, options.pushBatchBytes ?? 1024 * 1024);
+    this.acceptEncoding = options.acceptEncoding;
   }
 
   /** A client; loads or creates the durable device identity first. */
@@ -237,6 +244,7 @@ export class FeroClient {
       [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
     };
     if (json) headers["content-type"] = "application/json";
+    if (this.acceptEncoding) headers["accept-encoding"] = this.acceptEncoding;
     return headers;
   }
 

@@ -170,7 +170,7 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
   const pullHandler = async (checkpoint: Checkpoint | undefined, batchSize: number) => {
     let page;
     try {
-      page = await client.pull(name, resync ? (checkpoint ?? null) : (checkpoint ?? null), batchSize);
+      page = await client.pull(name, checkpoint ?? null, batchSize);
     } catch (error) {
       if (!(error instanceof ResyncRequiredError)) throw error;
       // 410: pull everything again; rows not seen by the end were purged on the server.

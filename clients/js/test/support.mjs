@@ -14,9 +14,9 @@ export const ALICE = "alices-token";
 export const BOB = "bobs-token";
 
 /** A cargo-built binary: `$FERO_TARGET_DIR` or `target/`, debug before release. */
-export function cargoBinary(name, { example = false } = {}) {
+export function cargoBinary(name, { example = false, profiles = ["debug", "release"] } = {}) {
   const targetDir = process.env.FERO_TARGET_DIR ?? join(ROOT, "target");
-  const candidates = ["debug", "release"].map((profile) =>
+  const candidates = profiles.map((profile) =>
     example ? join(targetDir, profile, "examples", name) : join(targetDir, profile, name),
   );
   const found = candidates.find((path) => existsSync(path));
@@ -27,9 +27,14 @@ export function cargoBinary(name, { example = false } = {}) {
   return found;
 }
 
-/** Starts fero-server on a free port with an in-memory database; users alice and bob. */
-export async function startServer({ args = [] } = {}) {
-  const child = spawn(cargoBinary("fero-server"), ["--db", ":memory:", "--listen", "127.0.0.1:0", ...args], {
+/**
+ * Starts fero-server on a free port with an in-memory database; users alice and bob. `release`
+ * prefers the release build (benchmarks); `$FERO_SERVER_BIN` overrides both.
+ */
+export async function startServer({ args = [], release = false } = {}) {
+  const binary =
+    process.env.FERO_SERVER_BIN ?? cargoBinary("fero-server", { profiles: release ? ["release", "debug"] : ["debug", "release"] });
+  const child = spawn(binary, ["--db", ":memory:", "--listen", "127.0.0.1:0", ...args], {
     env: { ...process.env, FERO_TOKENS: `${ALICE}=alice,${BOB}=bob`, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -43,6 +48,7 @@ export async function startServer({ args = [] } = {}) {
   });
   return {
     url,
+    binary,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once("exit", r));
@@ -146,4 +152,11 @@ export async function rxRows(collection) {
     rows[id] = { version, data };
   }
   return Object.fromEntries(Object.entries(rows).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** JSON with object keys sorted at every level: equal values give equal text. */
+export function canonical(value) {
+  return JSON.stringify(value, (_key, v) =>
+    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
+  );
 }

@@ -1,0 +1,55 @@
+// The ceiling beside W4-js, measured on the same machine at the same time: RxDB's own
+// replicateRxCollection pulling the same N rows from an in-process handler (no network, no
+// JSON) into memory storage, as in peer-rxdb.md's W1 (pull-only), and with a push handler
+// configured (as replicateFero runs it: RxDB then also stores per-document replication meta).
+//   node bench/rxdb-ceiling.mjs [--n 100000] [--batch 5000]
+import { createRxDatabase } from "rxdb";
+import { replicateRxCollection } from "rxdb/plugins/replication";
+import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const N = arg("n", 100_000);
+const BATCH = arg("batch", 5000);
+const schema = {
+  version: 0,
+  primaryKey: "id",
+  type: "object",
+  properties: { id: { type: "string", maxLength: 20 }, name: { type: "string" }, email: { type: "string" }, body: { type: "string" }, version: { type: "number" } },
+  required: ["id"],
+};
+
+for (const withPush of [false, true]) {
+  const rows = Array.from({ length: N }, (_, i) => ({
+    id: `item-${String(i).padStart(7, "0")}`,
+    name: "n".repeat(20),
+    email: "e".repeat(30),
+    body: "b".repeat(100),
+    version: 1,
+    _deleted: false,
+  }));
+  const db = await createRxDatabase({ name: `ceiling${withPush}${Date.now()}`, storage: getRxStorageMemory(), multiInstance: false });
+  await db.addCollections({ items: { schema } });
+  const start = performance.now();
+  const replication = replicateRxCollection({
+    collection: db.items,
+    replicationIdentifier: "ceiling",
+    live: false,
+    waitForLeadership: false,
+    pull: {
+      batchSize: BATCH,
+      handler: async (checkpoint) => {
+        const at = checkpoint?.at ?? 0;
+        return { documents: rows.slice(at, at + BATCH), checkpoint: { at: Math.min(N, at + BATCH) } };
+      },
+    },
+    push: withPush ? { handler: async () => [] } : undefined,
+  });
+  await replication.awaitInitialReplication();
+  const seconds = (performance.now() - start) / 1000;
+  console.log(JSON.stringify({ workload: withPush ? "rxdb-ceiling-with-push" : "rxdb-ceiling-pull-only", n: N, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(N / seconds) }));
+  await replication.cancel();
+  await db.close();
+}
