@@ -423,5 +423,5 @@ mod tests {
     }
 
     /// `ContentDigest` of `("contact-1", 3, {"name": "Ada"})`, as docs/protocol.md shows it.
-    const PINNED_CONTACT_1: &str = "";
+    const PINNED_CONTACT_1: &str = "99dcd9fe9dabd324031dfc3167ea4004";
 }

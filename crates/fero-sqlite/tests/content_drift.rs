@@ -127,7 +127,10 @@ async fn a_corrupt_local_row_is_drift_that_a_reset_and_an_initial_sync_heal() {
     sync.trigger_initial_sync(C).await.unwrap();
     let report = handler.verify().await.unwrap();
     assert!(report.is_match(), "{report}");
-    assert_eq!(store.get(C, "item-0007").await.unwrap().unwrap().data, row(7));
+    assert_eq!(
+        store.get(C, "item-0007").await.unwrap().unwrap().data,
+        row(7)
+    );
     sync.dispose().await;
 }
 
