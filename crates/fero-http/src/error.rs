@@ -6,6 +6,7 @@
 //! | timeout, connection refused or lost, 408, 429, 5xx | [`Transient`](RemoteErrorKind::Transient), with `Retry-After` (seconds) in `retry_after` |
 //! | 401, 403 | [`Unauthorized`](RemoteErrorKind::Unauthorized) |
 //! | 410 with code `resync_required` | [`ResyncRequired`](RemoteErrorKind::ResyncRequired), with the body's `reason` in `resync_reason` (absent: `tombstones_purged`); the engine then resyncs the collection |
+//! | the content digest (`digest?version=2`): 404, 405, 422, or a 200 answer without `"version": 2` (a server older than digest version 2) | [`Unsupported`](RemoteErrorKind::Unsupported) |
 //! | any other 4xx | [`Permanent`](RemoteErrorKind::Permanent), message from the JSON error body |
 //! | unparsable answer, checkpoint backwards, push results not matching the changes 1:1, another protocol version | [`Protocol`](RemoteErrorKind::Protocol) |
 //!
@@ -68,6 +69,7 @@ pub(crate) enum Call {
     Pull,
     Push,
     Digest,
+    ContentDigest,
     ChangeStream,
 }
 
@@ -77,6 +79,7 @@ impl fmt::Display for Call {
             Call::Pull => "pull",
             Call::Push => "push",
             Call::Digest => "digest",
+            Call::ContentDigest => "content digest",
             Call::ChangeStream => "change stream",
         })
     }
@@ -238,6 +241,13 @@ pub(crate) fn from_status(
                 ),
             )
         }
+        404 | 405 | 422 if call == Call::ContentDigest => (
+            RemoteErrorKind::Unsupported,
+            format!(
+                "{call} was refused with {status}{code_note}: {detail}; the server does not \
+                 compute digest version 2: compare digest version 1 instead"
+            ),
+        ),
         408 | 429 | 500..=599 => {
             let wait = match retry_after {
                 Some(delay) => format!(" after at least {delay:?} (Retry-After)"),
@@ -324,6 +334,27 @@ mod tests {
             &body(ErrorCode::NotFound, "x"),
         );
         assert_eq!(not_found.resync_reason, None);
+    }
+
+    #[test]
+    fn a_refused_content_digest_is_unsupported_and_other_calls_stay_permanent() {
+        for status in [404, 405, 422] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let why = body(ErrorCode::InvalidRequest, "unknown digest version");
+            let error = from_status("contacts", Call::ContentDigest, status, None, &why);
+            assert!(error.is_unsupported(), "{status}: {error}");
+            assert!(error.message.contains("digest version 1"), "{error}");
+            let plain = from_status("contacts", Call::Digest, status, None, &why);
+            assert_eq!(plain.kind, RemoteErrorKind::Permanent, "{status}: {plain}");
+        }
+        let busy = from_status(
+            "contacts",
+            Call::ContentDigest,
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &body(ErrorCode::Unavailable, "later"),
+        );
+        assert!(busy.is_transient(), "{busy}");
     }
 
     #[test]

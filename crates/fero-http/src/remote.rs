@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRandom};
 use fero_protocol::{
-    COLLECTION_HEADER, DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
-    PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
+    COLLECTION_HEADER, ContentDigestResponse, DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PullRequest, PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
     validate_collection_name,
 };
 use reqwest::header::{
@@ -24,7 +24,7 @@ use crate::error::{
     BuildError, Call, from_status, from_transport, parse_retry_after, protocol, timed_out,
 };
 use crate::stats::{Counters, TransportStats};
-use crate::validate::{check_digest, check_pull, check_push};
+use crate::validate::{DigestAnswer, check_content_digest, check_digest, check_pull, check_push};
 
 /// The header carrying the optional device id ([`HttpRemoteBuilder::device_id`]).
 pub const DEVICE_HEADER: &str = "fero-device";
@@ -776,6 +776,23 @@ impl Remote for HttpRemote {
             self.inner.counters.failure(false);
         })?;
         Ok(response)
+    }
+
+    /// `GET /v1/collections/{collection}/digest?version=2`. A server older than digest version 2
+    /// answers version 1 (it ignores the query) or refuses the query (404, 405, 422): both are
+    /// [`Unsupported`](RemoteErrorKind::Unsupported), so a caller falls back to
+    /// [`digest`](Remote::digest).
+    async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
+        let mut url = self.collection_url(collection, Call::ContentDigest, "digest")?;
+        url.query_pairs_mut().append_pair("version", "2");
+        let answer: DigestAnswer = self
+            .exchange(collection, Call::ContentDigest, Method::GET, url, None)
+            .await?;
+        check_content_digest(collection, answer).inspect_err(|error| {
+            if !error.is_unsupported() {
+                self.inner.counters.failure(false);
+            }
+        })
     }
 }
 

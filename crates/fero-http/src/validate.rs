@@ -4,7 +4,8 @@
 //! used, so a bad page is never applied and a bad push answer never marks a change as pushed.
 
 use fero_protocol::{
-    DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse, RemoteError,
+    ContentDigestResponse, DigestResponse, DigestVersion, PullRequest, PullResponse, PushRequest,
+    PushResponse, RemoteError,
 };
 
 use crate::error::{Call, protocol};
@@ -103,6 +104,66 @@ pub(crate) fn check_digest(collection: &str, response: &DigestResponse) -> Resul
         ));
     }
     Ok(())
+}
+
+/// The body of a `digest?version=2` answer, before it is known to be version 2: a server older
+/// than digest version 2 ignores the query and answers version 1, without `version`.
+#[derive(serde::Deserialize)]
+pub(crate) struct DigestAnswer {
+    #[serde(default)]
+    version: Option<u32>,
+    count: u64,
+    digest: String,
+}
+
+/// A content digest answer is version 2 with 32 hex digits. A version 1 answer means the server
+/// does not compute version 2: [`Unsupported`](fero_protocol::RemoteErrorKind::Unsupported).
+pub(crate) fn check_content_digest(
+    collection: &str,
+    answer: DigestAnswer,
+) -> Result<ContentDigestResponse, RemoteError> {
+    let expected = DigestVersion::V2;
+    match answer.version {
+        Some(version) if version == expected.number() => {}
+        None | Some(1) => {
+            return Err(RemoteError::new(
+                fero_protocol::RemoteErrorKind::Unsupported,
+                collection,
+                format!(
+                    "{}: the server answered digest version 1: it does not compute digest \
+                     version 2; compare digest version 1 instead",
+                    Call::ContentDigest
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(protocol(
+                collection,
+                Call::ContentDigest,
+                format!(
+                    "the server answered digest version {other} to a request for version 2: it \
+                     cannot be compared with the local store"
+                ),
+            ));
+        }
+    }
+    let digits = &answer.digest;
+    if digits.len() != expected.hex_digits() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(protocol(
+            collection,
+            Call::ContentDigest,
+            format!(
+                "the digest {digits:?} is not {} hex digits: it cannot be compared with the \
+                 local store",
+                expected.hex_digits()
+            ),
+        ));
+    }
+    Ok(ContentDigestResponse {
+        version: expected.number(),
+        count: answer.count,
+        digest: answer.digest.to_ascii_lowercase(),
+    })
 }
 
 #[cfg(test)]

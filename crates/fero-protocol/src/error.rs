@@ -126,6 +126,10 @@ pub enum RemoteErrorKind {
     ResyncRequired,
     /// The token was refused.
     Unauthorized,
+    /// The remote does not offer this call (an optional [`Remote`](crate::Remote) method it does
+    /// not implement, or an older server): the caller falls back to what it does offer, such as
+    /// digest version 1 instead of the content digest.
+    Unsupported,
 }
 
 /// A remote call failed.
@@ -174,6 +178,20 @@ impl RemoteError {
     /// `true` when retrying can help.
     pub fn is_transient(&self) -> bool {
         self.kind == RemoteErrorKind::Transient
+    }
+
+    /// A [`RemoteErrorKind::Unsupported`] error: the remote does not offer `call`.
+    pub fn unsupported(collection: impl Into<String>, call: &str) -> Self {
+        RemoteError::new(
+            RemoteErrorKind::Unsupported,
+            collection,
+            format!("this remote does not offer {call}; use what it offers instead"),
+        )
+    }
+
+    /// `true` when the remote does not offer the call ([`RemoteErrorKind::Unsupported`]).
+    pub fn is_unsupported(&self) -> bool {
+        self.kind == RemoteErrorKind::Unsupported
     }
 }
 

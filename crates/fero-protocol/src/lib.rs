@@ -7,7 +7,8 @@
 //! 2. push [`Change`]s, each on the `base_version` it was made on and with a [`MutationId`]
 //!    ([`PushRequest`] → [`PushResponse`], one [`ChangeOutcome`] per change);
 //! 3. listen for [`ChangeNotice`]s on the change stream;
-//! 4. compare a [`DigestResponse`] with the local store's [`Digest`].
+//! 4. compare a [`DigestResponse`] with the local store's [`Digest`], or (digest version 2, which
+//!    also covers each row's content) a [`ContentDigestResponse`] with its [`ContentDigest`].
 //!
 //! # Example
 //! ```
@@ -32,11 +33,15 @@ mod error;
 mod remote;
 mod types;
 
-pub use digest::{Digest, row_digest};
+pub use digest::{
+    ContentDigest, Digest, DigestVersion, canonical_json, content_row_digest, row_digest,
+    write_canonical_json,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, RemoteError, RemoteErrorKind, ResyncReason};
 pub use remote::Remote;
 pub use types::{
-    COLLECTION_HEADER, Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, Document,
-    MAX_COLLECTION_NAME, MAX_PAGE_SIZE, MutationId, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
-    PullResponse, PushRequest, PushResponse, validate_collection_name,
+    COLLECTION_HEADER, Change, ChangeNotice, ChangeOutcome, ChangeResult, ContentDigestResponse,
+    DigestResponse, Document, MAX_COLLECTION_NAME, MAX_PAGE_SIZE, MutationId, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    validate_collection_name,
 };

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use fero::PageGate;
 
 use crate::error::RemoteError;
-use crate::types::{DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse};
+use crate::types::{
+    ContentDigestResponse, DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse,
+};
 
 /// A sync server as seen by a client: pull, push and digest per collection.
 ///
@@ -60,11 +62,31 @@ pub trait Remote: Send + Sync + 'static {
         request: &PushRequest,
     ) -> Result<PushResponse, RemoteError>;
 
-    /// The count and digest of the user's live rows in `collection`.
+    /// The count and digest of the user's live rows in `collection` (digest version 1,
+    /// [`Digest`](crate::Digest): ids and versions).
     ///
     /// # Errors
     /// A [`RemoteError`] of the matching kind.
     async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError>;
+
+    /// The count and content digest of the user's live rows in `collection` (digest version 2,
+    /// [`ContentDigest`](crate::ContentDigest): ids, versions and data), which also sees a row
+    /// whose content differs at the same version.
+    ///
+    /// The default answers [`RemoteErrorKind::Unsupported`](crate::RemoteErrorKind::Unsupported),
+    /// so a remote written before version 2 keeps working: callers such as `fero-sqlite`'s
+    /// `verify` fall back to [`digest`](Self::digest) then.
+    ///
+    /// # Errors
+    /// [`RemoteErrorKind::Unsupported`](crate::RemoteErrorKind::Unsupported) when the remote
+    /// (or the server behind it) does not compute version 2; another [`RemoteError`] kind as for
+    /// [`digest`](Self::digest).
+    async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
+        Err(RemoteError::unsupported(
+            collection,
+            "the content digest (digest version 2)",
+        ))
+    }
 }
 
 #[async_trait]
@@ -93,6 +115,9 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
     }
     async fn digest(&self, collection: &str) -> Result<DigestResponse, RemoteError> {
         (**self).digest(collection).await
+    }
+    async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
+        (**self).content_digest(collection).await
     }
 }
 

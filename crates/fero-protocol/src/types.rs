@@ -217,6 +217,22 @@ pub struct DigestResponse {
     pub digest: String,
 }
 
+/// `GET /v1/collections/{name}/digest?version=2`: the user's live rows, counted and digested
+/// with their content (digest version 2, see [`ContentDigest`](crate::ContentDigest)).
+///
+/// A server that does not know version 2 ignores the query and answers a [`DigestResponse`],
+/// which has no `version`: a client tells the two apart by this field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentDigestResponse {
+    /// The digest version computed: 2.
+    pub version: u32,
+    /// Live (not deleted) rows.
+    pub count: u64,
+    /// The order-independent digest of `(id, version, canonical data)` of those rows, as 32 hex
+    /// digits.
+    pub digest: String,
+}
+
 /// One notice on the change stream (`GET /v1/changes`, Server-Sent Events, event name
 /// `change`): a collection of this user has rows after `sync_id`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

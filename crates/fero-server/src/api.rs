@@ -15,8 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fero::{SyncCheckpoint, SyncId};
 use fero_protocol::{
-    Change, ChangeNotice, ChangeOutcome, ChangeResult, DigestResponse, ErrorCode, MAX_PAGE_SIZE,
-    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PushResponse, validate_collection_name,
+    Change, ChangeNotice, ChangeOutcome, ChangeResult, ContentDigestResponse, DigestResponse,
+    DigestVersion, ErrorCode, MAX_PAGE_SIZE, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
+    PushResponse, validate_collection_name,
 };
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -355,21 +356,66 @@ async fn push(
     Ok(Json(PushResponse { results }))
 }
 
+#[derive(Deserialize)]
+struct DigestQuery {
+    /// Kept as text so that any unknown or malformed value gets the same 422 and message.
+    version: Option<String>,
+}
+
+/// `GET …/digest[?version=N]`: version 1 (ids and versions) without `version`, so that clients
+/// older than version 2 keep their answer; version 2 (content) when asked for.
 async fn digest(
     State(state): State<AppState>,
     Caller(user): Caller,
     Collection(collection): Collection,
-) -> Result<Json<DigestResponse>, ApiError> {
-    let digest = state
-        .server
-        .storage()
-        .digest(&user, &collection)
-        .await
-        .inspect_err(|error| state.server.metrics().storage_failed("digest", error))?;
-    Ok(Json(DigestResponse {
-        count: digest.count(),
-        digest: digest.hex(),
-    }))
+    query: Result<Query<DigestQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::invalid_request(format!(
+            "bad digest query (expected an optional `version`): {}",
+            rejection.body_text()
+        ))
+    })?;
+    let version = match query.version.as_deref() {
+        None => DigestVersion::V1,
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(DigestVersion::from_number)
+            .ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "unknown digest version {text:?}: this server computes versions 1 (ids and \
+                     versions, the default) and 2 (ids, versions and content)"
+                ))
+            })?,
+    };
+    let storage = state.server.storage();
+    Ok(match version {
+        DigestVersion::V2 => {
+            let digest = storage
+                .content_digest(&user, &collection)
+                .await
+                .inspect_err(|error| state.server.metrics().storage_failed("digest", error))?;
+            Json(ContentDigestResponse {
+                version: DigestVersion::V2.number(),
+                count: digest.count(),
+                digest: digest.hex(),
+            })
+            .into_response()
+        }
+        _ => {
+            let digest = storage
+                .digest(&user, &collection)
+                .await
+                .inspect_err(|error| state.server.metrics().storage_failed("digest", error))?;
+            Json(DigestResponse {
+                count: digest.count(),
+                digest: digest.hex(),
+            })
+            .into_response()
+        }
+    })
 }
 
 async fn changes(

@@ -46,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use fero::{Clock, SyncId, SystemClock, Timestamp, Version};
-use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest, Document};
 use futures::TryStreamExt;
 use serde_json::value::RawValue;
 use tokio_postgres::error::SqlState;
@@ -239,6 +239,8 @@ const SEED_ROWS: &str =
          deleted = excluded.deleted, data = excluded.data";
 const SELECT_LIVE: &str =
     "SELECT id, version FROM fero_rows WHERE owner = $1 AND collection = $2 AND NOT deleted";
+const SELECT_LIVE_CONTENT: &str =
+    "SELECT id, version, data FROM fero_rows WHERE owner = $1 AND collection = $2 AND NOT deleted";
 /// One statement, so the horizon covers exactly the tombstones deleted: two statements would
 /// read two snapshots, and a tombstone committed in between could be deleted without raising
 /// its horizon (`sync_id`s are per user, so a bound of one user can lie ahead of another's).
@@ -1160,6 +1162,30 @@ async fn digest_in(
     Ok(digest)
 }
 
+async fn content_digest_in(
+    client: deadpool_postgres::Object,
+    owner: &str,
+    collection: &str,
+) -> Result<ContentDigest, Failure> {
+    // As `digest_in`: one statement, one snapshot, rows streamed.
+    let select_live = client.prepare_cached(SELECT_LIVE_CONTENT).await?;
+    let rows = client.query_raw(&select_live, [owner, collection]).await?;
+    futures::pin_mut!(rows);
+    let mut digest = ContentDigest::default();
+    while let Some(row) = rows.try_next().await? {
+        let id: &str = row.try_get(0)?;
+        let version = from_sql(row.try_get(1)?, id, "version")?;
+        let data: &str = row.try_get(2)?;
+        digest
+            .add_json(id, version, data)
+            .map_err(|error| Failure::Corrupt {
+                id: id.to_owned(),
+                message: format!("data is not JSON: {error}"),
+            })?;
+    }
+    Ok(digest)
+}
+
 /// Runs one of the purge statements ([`PURGE`], [`PURGE_DELETED_BEFORE`]) with its bound.
 async fn purge_in(
     mut client: deadpool_postgres::Object,
@@ -1228,6 +1254,17 @@ impl Storage for PostgresStorage {
         digest_in(client, owner.as_str(), collection)
             .await
             .map_err(|failure| failure.into_storage("digest", collection))
+    }
+
+    async fn content_digest(
+        &self,
+        owner: &UserId,
+        collection: &str,
+    ) -> Result<ContentDigest, StorageError> {
+        let client = self.client("content digest", collection).await?;
+        content_digest_in(client, owner.as_str(), collection)
+            .await
+            .map_err(|failure| failure.into_storage("content digest", collection))
     }
 
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fero::{Clock, SyncId, SystemClock, Timestamp, Version};
-use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest, Document};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
@@ -106,6 +106,8 @@ const SEED_ROW: &str =
          deleted = excluded.deleted, data = excluded.data";
 const SELECT_LIVE: &str =
     "SELECT id, version FROM rows WHERE owner = ?1 AND collection = ?2 AND deleted = 0";
+const SELECT_LIVE_CONTENT: &str =
+    "SELECT id, version, data FROM rows WHERE owner = ?1 AND collection = ?2 AND deleted = 0";
 const RAISE_HORIZONS: &str = "INSERT INTO horizons (owner, collection, sync_id)
      SELECT owner, collection, MAX(sync_id) FROM rows WHERE deleted = 1 AND sync_id < ?1
      GROUP BY owner, collection
@@ -720,6 +722,39 @@ impl Storage for SqliteStorage {
                         let id: String = row.get(0)?;
                         let version = from_sql(row.get(1)?, &id, "version")?;
                         digest.add(&id, version);
+                    }
+                }
+                tx.commit()?;
+                Ok(digest)
+            })
+        })
+        .await
+    }
+
+    async fn content_digest(
+        &self,
+        owner: &UserId,
+        collection: &str,
+    ) -> Result<ContentDigest, StorageError> {
+        let (owner, name) = (owner.clone(), collection.to_owned());
+        self.run("content digest", collection, move |inner| {
+            inner.read(|conn| {
+                // One read transaction: one snapshot of the rows, like `digest`.
+                let tx = conn.transaction()?;
+                let mut digest = ContentDigest::default();
+                {
+                    let mut statement = tx.prepare_cached(SELECT_LIVE_CONTENT)?;
+                    let mut rows = statement.query(params![owner.as_str(), name])?;
+                    while let Some(row) = rows.next()? {
+                        let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                        let version = from_sql(row.get(1)?, id, "version")?;
+                        let data = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+                        digest
+                            .add_json(id, version, data)
+                            .map_err(|error| Failure::Corrupt {
+                                id: id.to_owned(),
+                                message: format!("data is not JSON: {error}"),
+                            })?;
                     }
                 }
                 tx.commit()?;

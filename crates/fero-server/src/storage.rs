@@ -9,7 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use fero::{SyncId, Timestamp, Version};
-use fero_protocol::{Change, ChangeOutcome, ChangeResult, Digest, Document};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest, Document};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -360,6 +360,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// A backend error.
     async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError>;
+
+    /// Count and content digest (digest version 2: id, version and the canonical JSON of the
+    /// data) of `owner`'s live rows in `collection`, read in one snapshot.
+    ///
+    /// A wrapper storage forwards it to the storage it wraps, like every other method.
+    ///
+    /// # Errors
+    /// A backend error; [`StorageError`] of kind corrupt when a stored row's data is not JSON.
+    async fn content_digest(
+        &self,
+        owner: &UserId,
+        collection: &str,
+    ) -> Result<ContentDigest, StorageError>;
 
     /// Deletes every tombstone with `sync_id < before`, of every owner and collection, and
     /// raises each affected collection's horizon to the greatest `sync_id` it purged.

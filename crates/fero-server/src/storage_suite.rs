@@ -645,6 +645,79 @@ pub async fn the_digest_covers_live_rows_only<S: Storage>(storage: S) -> Result<
     Ok(())
 }
 
+/// The content digest (version 2) covers live rows with their content, tombstones excluded,
+/// and equals a client's [`ContentDigest`](fero_protocol::ContentDigest) of the same rows,
+/// whatever the key order of the JSON the client holds: nested data, unicode and escapes
+/// included.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn the_content_digest_covers_live_rows_and_their_content<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let nested = json!({
+        "name": "Zoë — 東京 \u{1F600}",
+        "quote": "a \"b\"\n\t\\ c",
+        "list": [1, -2, 2.5, 1e100, null, true, { "z": [], "a": {} }],
+        "deep": { "y": { "x": { "w": "v" } }, "b": false },
+    });
+    let changes = vec![
+        change("a", None, "d", 1, nested.clone()),
+        change("b", None, "d", 2, json!({ "n": 2 })),
+        change("c", None, "d", 3, json!({ "n": 3 })),
+    ];
+    storage.push(&alice, "items", changes).await?;
+    storage
+        .push(
+            &alice,
+            "items",
+            vec![change("b", Some(1), "d", 4, json!({ "n": 22 }))],
+        )
+        .await?;
+    storage
+        .push(&alice, "items", vec![deletion("c", 1, "d", 5)])
+        .await?;
+    storage
+        .push(
+            &UserId::new("bob"),
+            "items",
+            vec![change("a", None, "e", 1, json!(0))],
+        )
+        .await?;
+
+    // A client holds the same rows as text with its keys in another order.
+    let reordered = r#"{"deep":{"b":false,"y":{"x":{"w":"v"}}},
+        "list":[1,-2,2.5,1e100,null,true,{"a":{},"z":[]}],
+        "quote":"a \"b\"\n\t\\ c", "name":"Zo\u00eb \u2014 \u6771\u4eac \ud83d\ude00"}"#;
+    let mut expected = fero_protocol::ContentDigest::default();
+    expected
+        .add_json("a", 1, reordered)
+        .unwrap_or_else(|error| panic!("the test's JSON parses: {error}"));
+    expected.add("b", 2, &json!({ "n": 22 }));
+    let digest = storage.content_digest(&alice, "items").await?;
+    assert_eq!(
+        digest, expected,
+        "the content digest must cover live rows (id, version, canonical data) only"
+    );
+
+    let mut stale = fero_protocol::ContentDigest::default();
+    stale.add("a", 1, &nested);
+    stale.add("b", 2, &json!({ "n": 2 }));
+    assert_ne!(
+        digest, stale,
+        "content at the same version must change the digest"
+    );
+    assert_eq!(
+        storage.content_digest(&alice, "other").await?,
+        fero_protocol::ContentDigest::default()
+    );
+    Ok(())
+}
+
 /// Purging removes tombstones below the bound, and a pull from a position above 0 and below the
 /// horizon fails with `ResyncRequired`; from 0 or at the horizon it succeeds.
 ///
@@ -1187,6 +1260,7 @@ macro_rules! storage_suite_tests {
             pages_follow_each_other_without_gap_or_repeat,
             seeded_rows_take_consecutive_sync_ids,
             the_digest_covers_live_rows_only,
+            the_content_digest_covers_live_rows_and_their_content,
             purging_tombstones_sets_a_horizon,
             concurrent_pushes_on_one_base_accept_exactly_one,
             a_position_beyond_the_feed_is_refused_as_server_behind,

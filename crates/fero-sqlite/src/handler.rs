@@ -9,7 +9,7 @@ use fero::{
     InitialSyncHandler, PageGate, PushResult, RemoteChanges, ResyncOutcome, ResyncReason,
     SyncBatchResult, SyncCheckpoint, SyncPayload,
 };
-use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
+use fero_protocol::{DigestVersion, Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
 
 use crate::apply::{Page, apply_page, restore_base};
 use crate::document::LocalDocument;
@@ -115,21 +115,64 @@ impl<R: Remote> CollectionSync<R> {
         &self.remote
     }
 
-    /// Compares the server's count and digest of the collection ([`Remote::digest`]) with the
-    /// store's ([`SqliteStore::digest`]).
+    /// Compares the server's count and digest of the collection with the store's: the content
+    /// digest (version 2, [`Remote::content_digest`] and [`SqliteStore::content_digest`]) when
+    /// the remote computes it, else version 1 ([`Remote::digest`] and [`SqliteStore::digest`]);
+    /// [`VerifyReport::digest_version`] says which.
     ///
     /// A drift means rows the server has and the store does not (or at other versions), or the
-    /// reverse: a missed page, a restored server backup. To repair, call
-    /// [`SqliteStore::reset_collection`] and then
+    /// reverse: a missed page, a restored server backup; with version 2 also a row whose content
+    /// differs at the same version (a corrupt or hand-edited local copy). When version 2 drifts,
+    /// version 1 is compared too, and [`VerifyReport::content_drift`] says whether only content
+    /// differs.
+    ///
+    /// To repair, call [`SqliteStore::reset_collection`] and then
     /// [`FeroSync::trigger_initial_sync`](fero::FeroSync::trigger_initial_sync) for the
-    /// collection (or only the latter, which re-pulls everything over the existing rows). A
-    /// verify run while server changes are still unpulled reports drift too: verify after a
-    /// completed sync.
+    /// collection (or only the latter, which re-pulls everything over the existing rows and so
+    /// rewrites a drifted row's content at its version). A verify run while server changes are
+    /// still unpulled reports drift too: verify after a completed sync.
     ///
     /// # Errors
-    /// [`Error::Remote`] when the digest cannot be fetched, [`Error::Sqlite`] when the local one
+    /// [`Error::Remote`] when a digest cannot be fetched (a remote that does not compute
+    /// version 2 is not an error: version 1 is compared), [`Error::Sqlite`] when the local one
     /// cannot be read.
     pub async fn verify(&self) -> Result<VerifyReport> {
+        let remote_error = |source| Error::Remote {
+            collection: self.collection.to_string(),
+            source,
+        };
+        let remote = match self.remote.content_digest(&self.collection).await {
+            Ok(remote) => remote,
+            Err(error) if error.is_unsupported() => {
+                tracing::debug!(
+                    collection = %self.collection,
+                    %error,
+                    "the remote computes no content digest; verifying with digest version 1"
+                );
+                return self.verify_v1().await;
+            }
+            Err(error) => return Err(remote_error(error)),
+        };
+        let local = self.store.content_digest(&self.collection).await?;
+        let mut report = VerifyReport {
+            collection: self.collection.to_string(),
+            digest_version: DigestVersion::V2,
+            local_count: local.count(),
+            local_digest: local.hex(),
+            remote_count: remote.count,
+            remote_digest: remote.digest,
+            content_drift: false,
+        };
+        if report.is_drift() {
+            // Rare, so the second round trip is paid only here: same ids and versions with
+            // other content is corruption or a hand edit, not a missed page.
+            report.content_drift = self.verify_v1().await?.is_match();
+        }
+        Ok(report)
+    }
+
+    /// [`verify`](Self::verify) with digest version 1 only.
+    async fn verify_v1(&self) -> Result<VerifyReport> {
         let remote = self
             .remote
             .digest(&self.collection)
@@ -141,10 +184,12 @@ impl<R: Remote> CollectionSync<R> {
         let local = self.store.digest(&self.collection).await?;
         Ok(VerifyReport {
             collection: self.collection.to_string(),
+            digest_version: DigestVersion::V1,
             local_count: local.count(),
             local_digest: local.hex(),
             remote_count: remote.count,
             remote_digest: remote.digest,
+            content_drift: false,
         })
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fero::{Clock, FeatureKey, SystemClock, Version};
-use fero_protocol::{Digest, MutationId, Remote};
+use fero_protocol::{ContentDigest, Digest, MutationId, Remote};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::conflict_log::{self, ConflictRecord};
@@ -366,6 +366,56 @@ impl SqliteStore {
                     let mut rows = stmt.query([&collection])?;
                     while let Some(row) = rows.next()? {
                         digest.add(row.get_ref(0)?.as_str()?, row.get(1)?);
+                    }
+                    Ok(())
+                })
+                .map_err(Error::sqlite(operation))?;
+                Ok(digest)
+            })
+            .await
+    }
+
+    /// The count and content digest (digest version 2, [`ContentDigest`]) of `collection` as the
+    /// server last confirmed it: the rows [`digest`](Self::digest) covers, each with the server's
+    /// content, which for a row with a pending edit is the base copy the edit rests on. Equals
+    /// the server's ([`Remote::content_digest`]) whenever no server change is still unpulled and
+    /// no stored row was changed behind the store's back.
+    ///
+    /// A stored text that is not JSON at all (a corrupt row) is digested as it is, so it can
+    /// match no server row: it shows as drift instead of failing the digest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCollection`] or [`Error::Sqlite`].
+    pub async fn content_digest(&self, collection: &str) -> Result<ContentDigest> {
+        check_collection(collection)?;
+        let collection = collection.to_owned();
+        let operation = format!("content digest {collection}");
+        self.db
+            .read(&operation.clone(), move |tx| {
+                let mut digest = ContentDigest::default();
+                // `coalesce` as in `restore_base`: a pending row's server content is its base copy.
+                tx.prepare_cached(
+                    "SELECT id, base_version,
+                         CASE WHEN locally_modified = 1 THEN coalesce(base_data, data)
+                              ELSE data END
+                     FROM fero_documents
+                     WHERE collection = ?1 AND base_version IS NOT NULL AND base_deleted = 0",
+                )
+                .and_then(|mut stmt| {
+                    let mut rows = stmt.query([&collection])?;
+                    while let Some(row) = rows.next()? {
+                        let id = row.get_ref(0)?.as_str()?;
+                        let version = row.get(1)?;
+                        let text = row.get_ref(2)?.as_str()?;
+                        if let Err(error) = digest.add_json(id, version, text) {
+                            tracing::warn!(
+                                %collection,
+                                id,
+                                %error,
+                                "a stored document is not JSON; verify reports it as drift"
+                            );
+                            digest.add_canonical(id, version, text.as_bytes());
+                        }
                     }
                     Ok(())
                 })

@@ -10,8 +10,9 @@ use fero::{
     ApplyContext, FeatureKey, SyncCheckpoint, SyncId, SyncKind, SyncPayload, Timestamp, Version,
 };
 use fero_protocol::{
-    ChangeOutcome, ChangeResult, Digest, DigestResponse, Document, MutationId, PullRequest,
-    PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind, ResyncReason,
+    ChangeOutcome, ChangeResult, ContentDigest, ContentDigestResponse, Digest, DigestResponse,
+    Document, MutationId, PullRequest, PullResponse, PushRequest, PushResponse, Remote,
+    RemoteError, RemoteErrorKind, ResyncReason,
 };
 use serde_json::Value;
 
@@ -368,6 +369,21 @@ impl Remote for FakeRemote {
             }
         }
         Ok(DigestResponse {
+            count: digest.count(),
+            digest: digest.hex(),
+        })
+    }
+
+    async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
+        let state = self.lock();
+        let mut digest = ContentDigest::default();
+        if let Some(coll) = state.collections.get(collection) {
+            for doc in coll.rows.values().filter(|d| !d.deleted) {
+                digest.add(&doc.id, doc.version.0, &doc.data);
+            }
+        }
+        Ok(ContentDigestResponse {
+            version: 2,
             count: digest.count(),
             digest: digest.hex(),
         })
