@@ -63,6 +63,13 @@ impl Storage for ObservedStorage {
     async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
         self.inner.digest(owner, collection).await
     }
+    async fn content_digest(
+        &self,
+        owner: &UserId,
+        collection: &str,
+    ) -> Result<fero_protocol::ContentDigest, StorageError> {
+        self.inner.content_digest(owner, collection).await
+    }
     async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
         self.inner.purge_tombstones(before).await
     }
