@@ -10,7 +10,8 @@
 //!
 //! # A tour
 //! - [`Server`] and [`ServerBuilder`]: the router, serving with graceful shutdown, seeding,
-//!   purging, and pruning the answers to old pushes after a retention period.
+//!   purging tombstones after their retention, and pruning the answers to old pushes after
+//!   theirs.
 //! - [`Storage`]: the backend contract; [`SqliteStorage`] is the embedded backend (a file in WAL
 //!   mode, or in memory), [`PostgresStorage`] the one for several server processes on one
 //!   PostgreSQL database. [`storage_suite`] checks any backend against the contract, and

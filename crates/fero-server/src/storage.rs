@@ -1,8 +1,10 @@
 //! The [`Storage`] trait every backend implements, and the values it trades in.
 //!
-//! The HTTP layer validates requests (collection name, page size, change ids) and hands the
-//! storage only valid work; the storage owns every guarantee about rows: versions, the order of
-//! the change feed, optimistic concurrency, exactly-once push, tombstones and the purge horizon.
+//! The HTTP layer validates requests (collection name, page size, change ids and content, see
+//! `validate.rs`) and hands the storage only valid work; the storage owns every guarantee about
+//! rows: versions, the order of the change feed, the position checks of a pull (purge horizon,
+//! the owner's head), optimistic concurrency, exactly-once push, tombstones and the purge
+//! horizon.
 //! [`storage_suite`](crate::storage_suite) checks them for any backend.
 
 use std::fmt;
