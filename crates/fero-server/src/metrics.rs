@@ -1,7 +1,7 @@
 //! [`ServerMetrics`]: what `GET /metrics` shows, in Prometheus text format.
 //!
 //! Figures are recorded through the [`metrics`] facade into a Prometheus recorder that belongs to
-//! one [`Server`](crate::Server) (never the process-wide recorder), so two servers in one process,
+//! one [`Server`] (never the process-wide recorder), so two servers in one process,
 //! such as parallel tests, keep separate figures. The text is rendered by
 //! `metrics-exporter-prometheus`.
 //!
