@@ -31,7 +31,7 @@ pub struct PullPage {
     /// The database's restore epoch in the page's snapshot (`None`: the backend keeps none). The
     /// server records it in the next cursor, so that a cursor issued before the database was
     /// restored from a backup ([`Storage::mark_restored`]) is refused with
-    /// [`StorageError::ServerBehind`]-like [`StorageError::Restored`].
+    /// [`StorageError::Restored`] (410 `resync_required`, reason `server_behind`).
     pub epoch: Option<u64>,
 }
 
