@@ -454,6 +454,22 @@ async fn heal_a_restored_server(backend: Backend) {
         "every device must resync after the restore, {resynced} did"
     );
     println!("devices that resynced: {resynced}; conflicts kept the server's copy: {dropped}");
+    // Every local edit the server's copy won over is in its device's conflict log.
+    let mut logged = 0;
+    for device in &devices {
+        logged += device
+            .store
+            .conflict_log()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|record| record.collection == C)
+            .count();
+    }
+    assert!(
+        logged >= dropped,
+        "{dropped} edits lost to the server's copy, only {logged} conflict log records"
+    );
 
     // Every row any device held at its latest version is on the server, and the tablet's edit
     // made while the server was down too (the only row that may differ from `expected`).
