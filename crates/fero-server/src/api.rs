@@ -273,7 +273,7 @@ async fn pull(
     // The horizon recorded by the request's cursor is carried on while the scan stays below it
     // (the page was served because the client accounts for it).
     let horizon = page.horizon.max(position.horizon.unwrap_or_default());
-    let cursor = cursor::encode(checkpoint.last_sync_id, horizon);
+    let cursor = cursor::encode(checkpoint.last_sync_id, horizon, page.epoch);
     Ok(Json(PullAnswer {
         items: page.items,
         checkpoint: checkpoint.with_cursor(cursor),

@@ -9,6 +9,11 @@
 //! destination, checked with `PRAGMA integrity_check`, and only then renamed into place, so a
 //! failed backup never leaves a file that looks like a good one.
 //!
+//! [`restore_sqlite`] (`fero-server restore`) copies a backup back over the server's database
+//! through the same API, while the server is stopped; the caller then gives the database a new
+//! restore epoch ([`Storage::mark_restored`](crate::Storage::mark_restored)), so that devices
+//! holding cursors of the lost writes resync and push back what the backup lacks.
+//!
 //! PostgreSQL is backed up with its own tools (`pg_dump --format=custom`, `pg_restore`); see
 //! `docs/operations.md`.
 
@@ -54,6 +59,12 @@ pub enum BackupError {
     /// The source file does not exist.
     #[error("the database {path} does not exist; pass the --db the server runs with")]
     SourceMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The backup file to restore from does not exist.
+    #[error("the backup {path} does not exist; pass the file `fero-server backup --to` wrote")]
+    BackupMissing {
         /// The path given.
         path: PathBuf,
     },
@@ -237,5 +248,115 @@ fn copy_and_check(db: &Path, to: &Path, partial: &Path) -> Result<BackupReport, 
         to: to.to_path_buf(),
         pages,
         bytes,
+    })
+}
+
+/// What [`restore_sqlite`] copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The database file written.
+    pub db: PathBuf,
+    /// Database pages copied.
+    pub pages: u64,
+}
+
+/// Copies the SQLite backup `from` over the database `db` (created when missing) through
+/// SQLite's backup API, checks the result with `PRAGMA integrity_check`, and folds it into the
+/// main file. The server must be stopped: a server still running on `db` would keep serving
+/// from its own snapshot and caches. Give the database a new restore epoch afterwards
+/// ([`Storage::mark_restored`](crate::Storage::mark_restored)); `fero-server restore` does both.
+///
+/// Blocking: call it from a thread (or `spawn_blocking`), not from an async task.
+///
+/// # Errors
+/// [`BackupError`] naming the step that failed; `db` may then hold a partial copy (SQLite's
+/// backup replaces the destination in one transaction, so a failure before the end leaves it
+/// as it was, but an integrity failure leaves the damaged copy): restore again.
+///
+/// # Examples
+/// ```
+/// use fero_server::backup::{backup_sqlite, restore_sqlite};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let db = dir.path().join("sync.db");
+/// drop(fero_server::SqliteStorage::open(&db)?);
+/// backup_sqlite(&db, &dir.path().join("sync.backup.db"))?;
+/// let report = restore_sqlite(&dir.path().join("sync.backup.db"), &db)?;
+/// assert!(report.pages > 0);
+/// # Ok(()) }
+/// ```
+pub fn restore_sqlite(from: &Path, db: &Path) -> Result<RestoreReport, BackupError> {
+    let db_text = db.to_string_lossy();
+    if db_text == ":memory:"
+        || db_text.starts_with("postgres://")
+        || db_text.starts_with("postgresql://")
+    {
+        return Err(BackupError::NotSqliteFile {
+            db: db_text.into_owned(),
+        });
+    }
+    if !from.is_file() {
+        return Err(BackupError::BackupMissing {
+            path: from.to_path_buf(),
+        });
+    }
+    let sqlite = |step: &'static str| {
+        move |source: rusqlite::Error| BackupError::Sqlite {
+            from: from.to_path_buf(),
+            to: db.to_path_buf(),
+            step,
+            source: Box::new(source),
+        }
+    };
+    let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(sqlite("opening the backup"))?;
+    source
+        .busy_timeout(Duration::from_secs(5))
+        .and_then(|()| source.execute_batch("PRAGMA query_only = ON;"))
+        .map_err(sqlite("opening the backup"))?;
+    let mut target = Connection::open(db).map_err(sqlite("opening the database"))?;
+    target
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite("opening the database"))?;
+    let pages = {
+        let backup = Backup::new(&source, &mut target).map_err(sqlite("starting the restore"))?;
+        let mut attempts = 0;
+        loop {
+            match backup.step(-1).map_err(sqlite("copying pages"))? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                _ => {
+                    attempts += 1;
+                    if attempts >= BUSY_ATTEMPTS {
+                        return Err(BackupError::Busy {
+                            from: db.to_path_buf(),
+                            attempts,
+                        });
+                    }
+                    std::thread::sleep(BUSY_PAUSE);
+                }
+            }
+        }
+        u64::try_from(backup.progress().pagecount).unwrap_or_default()
+    };
+    let report: String = target
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .map_err(sqlite("checking the restored database"))?;
+    if report != "ok" {
+        return Err(BackupError::Integrity {
+            from: from.to_path_buf(),
+            report,
+        });
+    }
+    target
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(sqlite("finishing the restore"))?;
+    target
+        .close()
+        .map_err(|(_, source)| sqlite("closing the database")(source))?;
+    Ok(RestoreReport {
+        db: db.to_path_buf(),
+        pages,
     })
 }

@@ -12,6 +12,12 @@
 //! scan saw every row that existed when it started, so it cannot have missed a tombstone purged
 //! up to that horizon, and its later pages are served while the horizon has not moved past it
 //! ([`FeedPosition::horizon`]).
+//!
+//! Either form may end in `-e<epoch>`: the restore epoch of the database that issued it
+//! ([`FeedPosition::epoch`]). A cursor of another epoch than the database's current one was
+//! issued before the database was restored from a backup, and is refused with 410
+//! `resync_required` (`server_behind`). Cursors without it (issued before epochs existed) keep
+//! working, checked against the feed's length only.
 
 use fero::SyncId;
 
@@ -23,15 +29,23 @@ const SCHEME_1: &str = "s1-";
 /// Separates the position from the recorded horizon in the second form.
 const HORIZON: &str = "-h";
 
+/// Separates the rest from the restore epoch, last.
+const EPOCH: &str = "-e";
+
 /// The cursor for the position after `sync_id`, in a collection whose purge horizon is
-/// `horizon` (`SyncId(0)`: none). The page that issues it was served legitimately, so the
-/// client's copy accounts for `horizon`; it is recorded only when the position is below it.
-pub(crate) fn encode(sync_id: SyncId, horizon: SyncId) -> String {
-    if sync_id < horizon {
+/// `horizon` (`SyncId(0)`: none), issued by a database of restore epoch `epoch` (`None`: the
+/// backend keeps none). The page that issues it was served legitimately, so the client's copy
+/// accounts for `horizon`; it is recorded only when the position is below it.
+pub(crate) fn encode(sync_id: SyncId, horizon: SyncId, epoch: Option<u64>) -> String {
+    let mut text = if sync_id < horizon {
         format!("{SCHEME_1}{}{HORIZON}{}", sync_id.0, horizon.0)
     } else {
         format!("{SCHEME_1}{}", sync_id.0)
+    };
+    if let Some(epoch) = epoch {
+        text.push_str(&format!("{EPOCH}{epoch}"));
     }
+    text
 }
 
 /// The position a cursor stands for.
@@ -44,6 +58,10 @@ pub(crate) fn decode(cursor: &str) -> Result<FeedPosition, String> {
             "cursor {cursor:?} was not issued by this server; send back the checkpoint's cursor \
              unchanged, or omit it to pull from `last_sync_id`"
         ));
+    };
+    let (rest, epoch) = match rest.split_once(EPOCH) {
+        Some((rest, epoch)) => (rest, Some(epoch)),
+        None => (rest, None),
     };
     let (position, horizon) = match rest.split_once(HORIZON) {
         Some((position, horizon)) => (position, Some(horizon)),
@@ -64,6 +82,7 @@ pub(crate) fn decode(cursor: &str) -> Result<FeedPosition, String> {
     Ok(FeedPosition {
         after: number(position)?,
         horizon: horizon.map(number).transpose()?,
+        epoch: epoch.map(number).transpose()?.map(|epoch| epoch.0),
     })
 }
 
@@ -74,12 +93,12 @@ mod tests {
     #[test]
     fn a_cursor_decodes_to_the_sync_id_it_was_made_from() {
         for n in [0, 1, 42, u64::MAX] {
-            let position = decode(&encode(SyncId(n), SyncId(0))).unwrap();
+            let position = decode(&encode(SyncId(n), SyncId(0), None)).unwrap();
             assert_eq!(position, FeedPosition::from(SyncId(n)));
         }
-        assert_eq!(encode(SyncId(42), SyncId(0)), "s1-42");
+        assert_eq!(encode(SyncId(42), SyncId(0), None), "s1-42");
         assert_eq!(
-            encode(SyncId(42), SyncId(42)),
+            encode(SyncId(42), SyncId(42), None),
             "s1-42",
             "at the horizon: plain"
         );
@@ -87,13 +106,36 @@ mod tests {
 
     #[test]
     fn a_cursor_below_the_horizon_records_it() {
-        let text = encode(SyncId(3), SyncId(9));
+        let text = encode(SyncId(3), SyncId(9), None);
         assert_eq!(text, "s1-3-h9");
         assert_eq!(
             decode(&text),
             Ok(FeedPosition {
                 after: SyncId(3),
                 horizon: Some(SyncId(9)),
+                epoch: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_cursor_records_the_restore_epoch_last() {
+        assert_eq!(encode(SyncId(42), SyncId(0), Some(7)), "s1-42-e7");
+        assert_eq!(encode(SyncId(3), SyncId(9), Some(7)), "s1-3-h9-e7");
+        assert_eq!(
+            decode("s1-3-h9-e7"),
+            Ok(FeedPosition {
+                after: SyncId(3),
+                horizon: Some(SyncId(9)),
+                epoch: Some(7),
+            })
+        );
+        assert_eq!(
+            decode(&encode(SyncId(5), SyncId(0), Some(u64::MAX >> 1))),
+            Ok(FeedPosition {
+                after: SyncId(5),
+                horizon: None,
+                epoch: Some(u64::MAX >> 1),
             })
         );
     }
@@ -113,6 +155,11 @@ mod tests {
             "s1-4-h+5",
             "s1-4-h5-h6",
             "s1-4-x5",
+            "s1-4-e",
+            "s1-4-e+1",
+            "s1-4-e1-h2",
+            "s1-4-e1-e2",
+            "s1--e1",
         ] {
             assert!(decode(bad).is_err(), "{bad:?} was accepted");
         }

@@ -39,6 +39,33 @@ pub enum StorageError {
         /// The user's highest assigned `sync_id` on this server.
         head: SyncId,
     },
+    /// The pull's cursor was issued in another restore epoch of the database: the database was
+    /// restored from a backup since ([`Storage::mark_restored`](crate::Storage::mark_restored)),
+    /// so it may lack rows the client holds, however long its feed has grown again.
+    #[error(
+        "collection {collection:?}: the cursor at position {position} was issued before this \
+         server's database was restored from a backup (epoch {cursor_epoch}, now {epoch}); pull \
+         again from the beginning, keep the rows the server lacks and push them again"
+    )]
+    Restored {
+        /// The collection.
+        collection: String,
+        /// The position the client sent.
+        position: SyncId,
+        /// The epoch the cursor names.
+        cursor_epoch: u64,
+        /// The database's epoch now.
+        epoch: u64,
+    },
+    /// The operating system's random source failed while making a restore epoch.
+    #[error(
+        "cannot draw a random restore epoch from the operating system ({message}); check that \
+         the system's random source (getrandom, /dev/urandom) is available"
+    )]
+    Random {
+        /// The source's error.
+        message: String,
+    },
     /// The database could not be opened or its schema not be created.
     #[error("cannot open the database {path:?}: {source}")]
     Open {
@@ -113,7 +140,8 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// `true` for [`StorageError::ResyncRequired`] and [`StorageError::ServerBehind`]: the
+    /// `true` for [`StorageError::ResyncRequired`], [`StorageError::ServerBehind`] and
+    /// [`StorageError::Restored`]: the
     /// client must pull from scratch.
     pub fn is_resync_required(&self) -> bool {
         self.resync_reason().is_some()
@@ -126,7 +154,9 @@ impl StorageError {
             StorageError::ResyncRequired { .. } => {
                 Some(fero_protocol::ResyncReason::TombstonesPurged)
             }
-            StorageError::ServerBehind { .. } => Some(fero_protocol::ResyncReason::ServerBehind),
+            StorageError::ServerBehind { .. } | StorageError::Restored { .. } => {
+                Some(fero_protocol::ResyncReason::ServerBehind)
+            }
             _ => None,
         }
     }

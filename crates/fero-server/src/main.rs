@@ -151,6 +151,25 @@ enum Command {
     /// Copy a SQLite database consistently while the server runs (SQLite's online backup API);
     /// back up PostgreSQL with pg_dump instead (docs/operations.md).
     Backup(BackupArgs),
+    /// Copy a SQLite backup over the database while the server is stopped (SQLite's backup
+    /// API), then give it a new restore epoch so that devices resync and push back what the
+    /// backup lacks. For PostgreSQL, pg_restore and then `mark-restored`.
+    Restore {
+        /// The backup file `fero-server backup --to` wrote.
+        #[arg(long, value_name = "BACKUP")]
+        from: PathBuf,
+        /// The SQLite database file the server runs with (replaced).
+        #[arg(long, value_name = "PATH")]
+        db: PathBuf,
+    },
+    /// Give a database restored by other means (pg_restore, a file copy) a new restore epoch:
+    /// every cursor issued before is answered 410 resync_required (server_behind), so devices
+    /// pull again and push back the rows the database lost. Run it before serving again.
+    MarkRestored {
+        /// The database: a SQLite file or a postgres:// URL, as for serving.
+        #[arg(long, value_name = "PATH|URL")]
+        db: String,
+    },
 }
 
 /// `--tombstone-retention`: a duration, or off.
@@ -261,18 +280,39 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Restore { from, db } => {
+            let (source, target) = (from.clone(), db.clone());
+            let report = tokio::task::spawn_blocking(move || {
+                fero_server::backup::restore_sqlite(&source, &target)
+            })
+            .await
+            .context("the restore task failed")??;
+            let epoch = SqliteStorage::open(&db)?
+                .mark_restored()
+                .await
+                .with_context(|| format!("marking {} restored", db.display()))?;
+            println!(
+                "restored {} from {} ({} pages, integrity ok); new restore epoch {epoch}",
+                db.display(),
+                from.display(),
+                report.pages
+            );
+            Ok(())
+        }
+        Command::MarkRestored { db } => {
+            let storage = open_existing(&db).await?;
+            let epoch = storage
+                .mark_restored()
+                .await
+                .with_context(|| format!("marking {} restored", redact(&db)))?;
+            println!(
+                "marked {} restored: new restore epoch {epoch}; devices resync on their next pull",
+                redact(&db)
+            );
+            Ok(())
+        }
         Command::PurgeTombstones { db, older_than } => {
-            let storage: Box<dyn Storage> = if is_postgres_url(&db) {
-                Box::new(PostgresStorage::builder(&db).pool_size(1).connect().await?)
-            } else {
-                let path = PathBuf::from(&db);
-                // Opening creates a missing file; a purge of a database that is not there is
-                // a typo, not an empty database.
-                if !path.exists() {
-                    anyhow::bail!("no database at {db:?}; pass the --db the server runs on");
-                }
-                Box::new(SqliteStorage::open(path)?)
-            };
+            let storage = open_existing(&db).await?;
             let age = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
             let deleted_before = Timestamp(SystemClock.now().0.saturating_sub(age));
             let report = storage
@@ -288,6 +328,22 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The storage of an existing database, for a one-shot command.
+async fn open_existing(db: &str) -> anyhow::Result<Box<dyn Storage>> {
+    if is_postgres_url(db) {
+        return Ok(Box::new(
+            PostgresStorage::builder(db).pool_size(1).connect().await?,
+        ));
+    }
+    let path = PathBuf::from(db);
+    // Opening creates a missing file; a command on a database that is not there is a typo,
+    // not an empty database.
+    if !path.exists() {
+        anyhow::bail!("no database at {db:?}; pass the --db the server runs on");
+    }
+    Ok(Box::new(SqliteStorage::open(path)?))
 }
 
 /// `--tombstone-retention`: `off`, or a duration as [`parse_retention`] reads it.

@@ -55,7 +55,8 @@ use tokio_postgres::{Config, IsolationLevel, NoTls, Row};
 use crate::error::StorageError;
 use crate::storage::{
     FeedPosition, PoolUse, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome,
-    SeedReport, SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
+    SeedReport, SeedRow, Storage, StoredDocument, check_position, new_epoch, replay_answer,
+    seq_key, to_sql,
 };
 use crate::user::UserId;
 
@@ -101,6 +102,9 @@ struct Migration {
 /// The setting through which [`migrate`] hands the migration time (the storage clock's, in unix
 /// milliseconds) to migration SQL, which takes no parameters (migration 2 names it literally).
 const MIGRATION_TIME_SETTING: &str = "fero.migration_time";
+
+/// The setting through which [`migrate`] hands a new random restore epoch to migration 4.
+const MIGRATION_EPOCH_SETTING: &str = "fero.migration_epoch";
 
 /// Every migration, oldest first. Never edit a released one: add the next.
 const MIGRATIONS: &[Migration] = &[
@@ -171,6 +175,20 @@ ALTER TABLE fero_mutations ALTER COLUMN recorded_at
 ALTER TABLE fero_mutations ADD COLUMN collection TEXT;
 ",
     },
+    Migration {
+        version: 4,
+        description: "restore epoch, so that cursors issued before a restore are refused",
+        // One row: the database's random restore epoch, drawn by the migrating process. Cursors
+        // issued before carry none and keep being checked against the feed's length only.
+        sql: "
+CREATE TABLE fero_restore_epoch (
+    id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    epoch BIGINT  NOT NULL
+);
+INSERT INTO fero_restore_epoch (id, epoch)
+    VALUES (1, current_setting('fero.migration_epoch')::BIGINT);
+",
+    },
 ];
 
 /// Indexes built after the migrations commit, with `CREATE INDEX CONCURRENTLY`: the build
@@ -204,6 +222,9 @@ const SELECT_HORIZON: &str =
     "SELECT sync_id FROM fero_horizons WHERE owner = $1 AND collection = $2";
 /// The user's highest assigned `sync_id`, read (not locked) by a pull.
 const SELECT_COUNTER: &str = "SELECT value FROM fero_counters WHERE owner = $1";
+const SELECT_EPOCH: &str = "SELECT epoch FROM fero_restore_epoch WHERE id = 1";
+const SET_EPOCH: &str = "INSERT INTO fero_restore_epoch (id, epoch) VALUES (1, $1)
+     ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch";
 const LOCK_COUNTER: &str = "SELECT value FROM fero_counters WHERE owner = $1 FOR UPDATE";
 const CREATE_COUNTER: &str = "INSERT INTO fero_counters (owner, value) VALUES ($1, 0)
      ON CONFLICT (owner) DO NOTHING";
@@ -565,6 +586,13 @@ async fn migrate(
     )
     .await
     .map_err(|e| format!("cannot set the migration time: {}", full_message(&e)))?;
+    let epoch = new_epoch(None).map_err(|e| e.to_string())?;
+    tx.execute(
+        "SELECT set_config($1, $2, true)",
+        &[&MIGRATION_EPOCH_SETTING, &to_sql(epoch).to_string()],
+    )
+    .await
+    .map_err(|e| format!("cannot set the migration epoch: {}", full_message(&e)))?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
         tx.batch_execute(migration.sql).await.map_err(|e| {
             format!(
@@ -1121,7 +1149,12 @@ async fn pull_in(
     } else {
         None
     };
-    check_position(from, head, horizon).map_err(Failure::Position)?;
+    let select_epoch = tx.prepare_cached(SELECT_EPOCH).await?;
+    let epoch = match tx.query_opt(&select_epoch, &[]).await? {
+        Some(row) => Some(from_sql(row.try_get(0)?, "restore_epoch", "epoch")?),
+        None => None,
+    };
+    check_position(from, head, horizon, epoch).map_err(Failure::Position)?;
     let select_page = tx.prepare_cached(SELECT_PAGE).await?;
     let wanted = i64::from(limit) + 1;
     let rows = tx
@@ -1142,6 +1175,7 @@ async fn pull_in(
         items,
         has_more,
         horizon,
+        epoch,
     })
 }
 
@@ -1315,6 +1349,34 @@ impl Storage for PostgresStorage {
             inner.seed_in(client, now, owner.as_str(), collection, rows)
         })
         .await
+    }
+
+    async fn mark_restored(&self) -> Result<u64, StorageError> {
+        let mut client = self.client("mark_restored", "").await?;
+        let storage = |error: Failure| error.into_storage("mark_restored", "");
+        let tx = client.transaction().await.map_err(|e| storage(e.into()))?;
+        let old = match tx
+            .query_opt(&format!("{SELECT_EPOCH} FOR UPDATE"), &[])
+            .await
+            .map_err(|e| storage(e.into()))?
+        {
+            Some(row) => Some(
+                from_sql(
+                    row.try_get(0).map_err(|e| storage(e.into()))?,
+                    "restore_epoch",
+                    "epoch",
+                )
+                .map_err(storage)?,
+            ),
+            None => None,
+        };
+        let epoch = new_epoch(old)?;
+        tx.execute(SET_EPOCH, &[&to_sql(epoch)])
+            .await
+            .map_err(|e| storage(e.into()))?;
+        tx.commit().await.map_err(|e| storage(e.into()))?;
+        tracing::info!(epoch, "marked the database restored: a new restore epoch");
+        Ok(epoch)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

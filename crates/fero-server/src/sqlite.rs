@@ -15,7 +15,8 @@
 //!   date inside one `BEGIN IMMEDIATE` transaction that reads the version first, so two
 //!   processes opening an old file at once migrate it once. Version 2 added `recorded_at` to
 //!   `mutations`, for [`Storage::prune_mutations`]; version 3 added `collection`, so that a
-//!   mutation id reused for another row is refused (`mutation_id_reused`).
+//!   mutation id reused for another row is refused (`mutation_id_reused`); version 4 added
+//!   `restore_epoch`, the database's random restore epoch ([`Storage::mark_restored`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,13 +31,13 @@ use serde_json::value::RawValue;
 use crate::error::StorageError;
 use crate::storage::{
     FeedPosition, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport,
-    SeedRow, Storage, StoredDocument, check_position, replay_answer, seq_key, to_sql,
+    SeedRow, Storage, StoredDocument, check_position, new_epoch, replay_answer, seq_key, to_sql,
 };
 use crate::user::UserId;
 
 /// The schema version this code writes (`PRAGMA user_version`): 1 was the first; 2 added
-/// `mutations.recorded_at`; 3 added `mutations.collection`.
-const SCHEMA_VERSION: i64 = 3;
+/// `mutations.recorded_at`; 3 added `mutations.collection`; 4 added `restore_epoch`.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The latest schema, for an empty database. An older file is migrated instead
 /// ([`migrate`]); both must end in the same tables, columns and indexes.
@@ -73,7 +74,20 @@ CREATE TABLE IF NOT EXISTS horizons (
     sync_id    INTEGER NOT NULL,
     PRIMARY KEY (owner, collection)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS restore_epoch (
+    id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL
+);
 ";
+
+/// The restore epoch table of schema version 4, for [`migrate`].
+const CREATE_RESTORE_EPOCH: &str = "CREATE TABLE IF NOT EXISTS restore_epoch (
+    id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL
+);";
+const SELECT_EPOCH: &str = "SELECT epoch FROM restore_epoch WHERE id = 1";
+const SET_EPOCH: &str = "INSERT INTO restore_epoch (id, epoch) VALUES (1, ?1)
+     ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch";
 
 const SELECT_PAGE: &str = "SELECT id, sync_id, version, updated_at, deleted, data FROM rows
      WHERE owner = ?1 AND collection = ?2 AND sync_id > ?3 ORDER BY sync_id LIMIT ?4";
@@ -286,6 +300,7 @@ fn prepare_writer(conn: &mut Connection, in_memory: bool, now: Timestamp) -> Res
 fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result<(), Failure> {
     if found == 0 {
         tx.execute_batch(SCHEMA)?;
+        set_new_epoch(tx)?;
         return Ok(());
     }
     if found < 2 {
@@ -316,7 +331,38 @@ fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result
             "migrated the SQLite schema: mutations.collection"
         );
     }
+    if found < 4 {
+        // The database's restore epoch, drawn now: cursors issued before carry none and keep
+        // being checked against the feed's length only.
+        tx.execute_batch(CREATE_RESTORE_EPOCH)?;
+        set_new_epoch(tx)?;
+        tracing::info!(
+            from = found,
+            to = 4,
+            "migrated the SQLite schema: restore_epoch"
+        );
+    }
     Ok(())
+}
+
+/// Reads the database's restore epoch (`None`: none recorded).
+fn read_epoch(conn: &Connection) -> Result<Option<u64>, Failure> {
+    let epoch: Option<i64> = conn
+        .prepare_cached(SELECT_EPOCH)?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    epoch
+        .map(|epoch| from_sql(epoch, "restore_epoch", "epoch"))
+        .transpose()
+}
+
+/// Gives the database a new random restore epoch, inside the caller's write transaction.
+fn set_new_epoch(tx: &rusqlite::Transaction<'_>) -> Result<u64, Failure> {
+    let old = read_epoch(tx)?;
+    let epoch = new_epoch(old).map_err(|e| Failure::Setup(e.to_string()))?;
+    tx.prepare_cached(SET_EPOCH)?
+        .execute(params![to_sql(epoch)])?;
+    Ok(epoch)
 }
 
 /// Locks a connection. A panic while it was held unwound through a `Transaction`, whose drop
@@ -622,7 +668,8 @@ fn pull_in(
         } else {
             None
         };
-        check_position(from, head, horizon).map_err(Failure::Position)?;
+        let epoch = read_epoch(&tx)?;
+        check_position(from, head, horizon, epoch).map_err(Failure::Position)?;
         let mut statement = tx.prepare_cached(SELECT_PAGE)?;
         let wanted = i64::from(limit) + 1;
         let rows = statement.query_map(
@@ -643,6 +690,7 @@ fn pull_in(
             items,
             has_more,
             horizon,
+            epoch,
         }
     };
     tx.commit()?;
@@ -844,6 +892,14 @@ impl Storage for SqliteStorage {
             inner.write(|tx| seed_in(tx, now, owner.as_str(), &name, rows))
         })
         .await
+    }
+
+    async fn mark_restored(&self) -> Result<u64, StorageError> {
+        let epoch = self
+            .run("mark_restored", "", |inner| inner.write(set_new_epoch))
+            .await?;
+        tracing::info!(epoch, "marked the database restored: a new restore epoch");
+        Ok(epoch)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -30,6 +30,11 @@ pub struct PullPage {
     /// that the later pages of a scan that began at the origin are served (see
     /// [`FeedPosition::horizon`]).
     pub horizon: SyncId,
+    /// The database's restore epoch in the page's snapshot (`None`: the backend keeps none). The
+    /// server records it in the next cursor, so that a cursor issued before the database was
+    /// restored from a backup ([`Storage::mark_restored`]) is refused with
+    /// [`StorageError::Restored`] (410 `resync_required`, reason `server_behind`).
+    pub epoch: Option<u64>,
 }
 
 /// Where a pull starts: a position in the user's feed, and what the client's copy already
@@ -41,7 +46,7 @@ pub struct PullPage {
 /// use fero_server::FeedPosition;
 ///
 /// let plain = FeedPosition::from(SyncId(7));
-/// assert_eq!((plain.after, plain.horizon), (SyncId(7), None));
+/// assert_eq!((plain.after, plain.horizon, plain.epoch), (SyncId(7), None, None));
 /// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeedPosition {
@@ -55,6 +60,12 @@ pub struct FeedPosition {
     /// may have removed a deletion the scan had not reached, and gets 410 like any position
     /// behind the horizon.
     pub horizon: Option<SyncId>,
+    /// The restore epoch of the database that issued the cursor; `None` for a plain position or
+    /// a cursor issued before epochs existed (then only the counter check applies). A position
+    /// above 0 from another epoch than the database's current one gets
+    /// [`StorageError::Restored`]: the database was restored since, so the client's copy may
+    /// hold rows it lacks, whatever the feed's length says.
+    pub epoch: Option<u64>,
 }
 
 impl From<SyncId> for FeedPosition {
@@ -62,6 +73,7 @@ impl From<SyncId> for FeedPosition {
         FeedPosition {
             after,
             horizon: None,
+            epoch: None,
         }
     }
 }
@@ -72,6 +84,12 @@ impl From<SyncId> for FeedPosition {
 pub(crate) enum PositionRefusal {
     /// The position is beyond the user's highest assigned `sync_id`.
     ServerBehind { position: SyncId, head: SyncId },
+    /// The cursor was issued in another restore epoch: the database was restored since.
+    Restored {
+        position: SyncId,
+        cursor_epoch: u64,
+        epoch: u64,
+    },
     /// The position is below the collection's purge horizon, and the cursor does not account
     /// for it.
     BehindHorizon { checkpoint: SyncId, horizon: SyncId },
@@ -87,6 +105,16 @@ impl PositionRefusal {
                 position,
                 head,
             },
+            PositionRefusal::Restored {
+                position,
+                cursor_epoch,
+                epoch,
+            } => StorageError::Restored {
+                collection,
+                position,
+                cursor_epoch,
+                epoch,
+            },
             PositionRefusal::BehindHorizon {
                 checkpoint,
                 horizon,
@@ -100,10 +128,14 @@ impl PositionRefusal {
 }
 
 /// Whether a page may be served from `from`, given the user's highest assigned `sync_id`
-/// (`head`; `None` when the backend does not know it) and the collection's purge `horizon`
-/// (`SyncId(0)`: none), all read in the pull's own snapshot.
+/// (`head`; `None` when the backend does not know it), the collection's purge `horizon`
+/// (`SyncId(0)`: none) and the database's restore `epoch` (`None`: unknown), all read in the
+/// pull's own snapshot.
 ///
-/// The origin is always served. A position beyond `head` was handed out by a server whose
+/// The origin is always served. A cursor of another restore epoch was issued before the
+/// database was restored from a backup: the client may hold rows the database lost, even when
+/// the feed has since grown past its position again (other devices pushed theirs back), so it
+/// must resync. A position beyond `head` was handed out by a server whose
 /// feed went further than this one's: this database lost acknowledged writes (restored from an
 /// older backup); serving it would echo the position and silently skip every row written from
 /// now on up to it. A position below the horizon may have missed a purged deletion, unless the
@@ -112,9 +144,19 @@ pub(crate) fn check_position(
     from: FeedPosition,
     head: Option<SyncId>,
     horizon: SyncId,
+    epoch: Option<u64>,
 ) -> Result<(), PositionRefusal> {
     if from.after.0 == 0 {
         return Ok(());
+    }
+    if let (Some(cursor_epoch), Some(epoch)) = (from.epoch, epoch) {
+        if cursor_epoch != epoch {
+            return Err(PositionRefusal::Restored {
+                position: from.after,
+                cursor_epoch,
+                epoch,
+            });
+        }
     }
     if let Some(head) = head {
         if from.after > head {
@@ -310,8 +352,12 @@ pub struct PoolUse {
 ///   unless the position's cursor accounts for that horizon ([`FeedPosition::horizon`]).
 /// - **No silent skip ahead.** A pull from a position beyond the owner's highest assigned
 ///   `sync_id` fails with [`StorageError::ServerBehind`], checked in the pull's snapshot.
+/// - **Restore epoch.** The database holds a random restore epoch, created with it and replaced
+///   by [`mark_restored`](Storage::mark_restored); every [`PullPage`] carries the one of its
+///   snapshot, and a pull from a position above 0 whose cursor names another epoch fails with
+///   [`StorageError::Restored`].
 ///
-/// Errors other than `ResyncRequired` and `ServerBehind` mean the operation wrote nothing; the
+/// Errors other than `ResyncRequired`, `ServerBehind` and `Restored` mean the operation wrote nothing; the
 /// server answers 500.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -432,6 +478,16 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         rows: Vec<SeedRow>,
     ) -> Result<SeedReport, StorageError>;
 
+    /// Gives the database a new random restore epoch, after it was restored from a backup (or
+    /// copied back by hand): every cursor issued before is refused from then on with
+    /// [`StorageError::Restored`], so every device pulls again from scratch and pushes back the
+    /// rows the database lost. Returns the new epoch, which differs from the old one.
+    ///
+    /// # Errors
+    /// A backend error (then the epoch is unchanged), or [`StorageError::Random`] when the
+    /// operating system's random source fails.
+    async fn mark_restored(&self) -> Result<u64, StorageError>;
+
     /// Checks that the backend answers, as cheaply as it can (a `SELECT 1` on a pooled
     /// connection): `GET /readyz` answers 503 until it succeeds.
     ///
@@ -482,6 +538,24 @@ pub(crate) fn replay_answer(
                 change.mutation_id.device, change.mutation_id.seq
             ),
         },
+    }
+}
+
+/// A new random restore epoch (63 bits, above 0, so that it is a positive SQL integer),
+/// different from `old`.
+///
+/// # Errors
+/// [`StorageError::Random`] when the operating system's random source fails.
+pub(crate) fn new_epoch(old: Option<u64>) -> Result<u64, StorageError> {
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| StorageError::Random {
+            message: e.to_string(),
+        })?;
+        let epoch = u64::from_ne_bytes(bytes) >> 1;
+        if epoch != 0 && Some(epoch) != old {
+            return Ok(epoch);
+        }
     }
 }
 

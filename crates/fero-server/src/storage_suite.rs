@@ -1017,6 +1017,7 @@ pub async fn a_position_beyond_the_feed_is_refused_as_server_behind<S: Storage>(
     let cursor_like = FeedPosition {
         after: SyncId(5),
         horizon: Some(SyncId(9)),
+        epoch: None,
     };
     match storage.pull_from(&alice, "items", cursor_like, 10).await {
         Err(error @ StorageError::ServerBehind { .. }) => {
@@ -1034,6 +1035,87 @@ pub async fn a_position_beyond_the_feed_is_refused_as_server_behind<S: Storage>(
         Err(StorageError::ServerBehind { head, .. }) => assert_eq!(head, SyncId(0)),
         other => panic!("heads are per owner: bob has none, got {other:?}"),
     }
+    Ok(())
+}
+
+/// Every page carries the database's restore epoch; [`Storage::mark_restored`] replaces it
+/// with another, after which a position above 0 of the old epoch is refused with
+/// [`StorageError::Restored`] (reason `server_behind`) even when it lies inside the feed, as it
+/// does once other devices pushed their rows back. A position of the new epoch, a position
+/// without one (a cursor issued before epochs, a plain `last_sync_id`) inside the feed, and the
+/// origin with any epoch are served.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_cursor_from_before_a_restore_is_refused_as_server_behind<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let alice = UserId::new("alice");
+    let rows = (0..4).map(|i| SeedRow::new(format!("r{i}"), json!(i)));
+    storage.seed(&alice, "items", rows.collect()).await?; // 1..=4
+    let first = storage.pull(&alice, "items", SyncId(0), 2).await?;
+    let old = first.epoch.expect("the page carries the restore epoch");
+    let again = storage.pull(&alice, "items", SyncId(2), 2).await?;
+    assert_eq!(again.epoch, Some(old), "the epoch stays until a restore");
+    let at = |after: u64, epoch: Option<u64>| FeedPosition {
+        after: SyncId(after),
+        horizon: None,
+        epoch,
+    };
+    assert_eq!(
+        storage
+            .pull_from(&alice, "items", at(2, Some(old)), 10)
+            .await?
+            .items
+            .len(),
+        2
+    );
+    let new = storage.mark_restored().await?;
+    assert_ne!(new, old, "a restore draws another epoch");
+    match storage
+        .pull_from(&alice, "items", at(2, Some(old)), 10)
+        .await
+    {
+        Err(
+            error @ StorageError::Restored {
+                position,
+                cursor_epoch,
+                epoch,
+                ..
+            },
+        ) => {
+            assert_eq!((position, cursor_epoch, epoch), (SyncId(2), old, new));
+            assert_eq!(
+                error.resync_reason(),
+                Some(fero_protocol::ResyncReason::ServerBehind)
+            );
+        }
+        other => panic!("a cursor of the old epoch inside the feed must be refused, got {other:?}"),
+    }
+    let page = storage
+        .pull_from(&alice, "items", at(2, Some(new)), 10)
+        .await?;
+    assert_eq!((page.items.len(), page.epoch), (2, Some(new)));
+    assert_eq!(
+        storage
+            .pull_from(&alice, "items", at(2, None), 10)
+            .await?
+            .items
+            .len(),
+        2,
+        "a position without an epoch falls back to the feed's length"
+    );
+    let scratch = storage
+        .pull_from(&alice, "items", at(0, Some(old)), 10)
+        .await?;
+    assert_eq!(
+        (scratch.items.len(), scratch.epoch),
+        (4, Some(new)),
+        "a pull from scratch is always served"
+    );
     Ok(())
 }
 
@@ -1079,6 +1161,7 @@ pub async fn a_scan_from_the_origin_is_served_below_the_horizon_it_started_under
         from = FeedPosition {
             after: last.sync_id,
             horizon: Some(page.horizon),
+            epoch: page.epoch,
         };
         if !page.has_more {
             break;
@@ -1098,6 +1181,7 @@ pub async fn a_scan_from_the_origin_is_served_below_the_horizon_it_started_under
     let during = FeedPosition {
         after: SyncId(2),
         horizon: Some(SyncId(8)),
+        epoch: None,
     };
     assert!(storage.pull_from(&alice, "items", during, 1).await.is_ok());
     storage.purge_tombstones(SyncId(10)).await?; // purges 9: horizon 9
@@ -1264,6 +1348,7 @@ macro_rules! storage_suite_tests {
             purging_tombstones_sets_a_horizon,
             concurrent_pushes_on_one_base_accept_exactly_one,
             a_position_beyond_the_feed_is_refused_as_server_behind,
+            a_cursor_from_before_a_restore_is_refused_as_server_behind,
             a_scan_from_the_origin_is_served_below_the_horizon_it_started_under,
             a_mutation_id_reused_for_another_row_is_refused,
         );

@@ -90,6 +90,9 @@ impl Storage for GatedStorage {
         self.inner.seed(owner, collection, rows).await
     }
 
+    async fn mark_restored(&self) -> Result<u64, StorageError> {
+        self.inner.mark_restored().await
+    }
     async fn ping(&self) -> Result<(), StorageError> {
         self.inner.ping().await
     }

@@ -1,6 +1,7 @@
 //! Schema migrations at connect time: idempotent, safe when several server processes start at
 //! once on an empty database, upgrading a database of an older version with its rows, refusing
-//! a newer schema; and connection errors that say what to fix.
+//! a newer schema (a version 3 database gains a restore epoch, its plain positions still
+//! served); and connection errors that say what to fix.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use fero::{Clock, SyncId, Timestamp, Version};
 use fero_protocol::{ChangeOutcome, ChangeResult, MutationId};
 use fero_server::storage_suite::ManualClock;
-use fero_server::{PostgresStorage, SeedRow, Storage, StorageError, UserId};
+use fero_server::{FeedPosition, PostgresStorage, SeedRow, Storage, StorageError, UserId};
 use serde_json::json;
 use support::postgres::TestDatabase;
 
@@ -79,7 +80,7 @@ async fn servers_starting_at_once_apply_each_migration_once() {
         .collect();
     assert_eq!(
         applied,
-        [(1, 1), (2, 1), (3, 1)],
+        [(1, 1), (2, 1), (3, 1), (4, 1)],
         "each migration recorded exactly once"
     );
 }
@@ -168,7 +169,7 @@ async fn a_version_1_database_migrates_and_keeps_its_push_answers() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let recorded_at: i64 = client
         .query_one(
             "SELECT recorded_at FROM fero_mutations WHERE device = 'phone'",
@@ -382,7 +383,7 @@ async fn a_version_2_database_migrates_and_its_answers_refuse_a_reused_mutation_
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     let alice = UserId::new("alice");
     let replay = fero_protocol::Change {
@@ -483,4 +484,59 @@ async fn the_recorded_at_index_is_built_concurrently_and_an_invalid_one_rebuilt(
         .unwrap();
     drop(PostgresStorage::connect(&database.url).await.unwrap());
     assert_eq!(recorded_index_valid(&database).await, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_migrates_to_a_restore_epoch_and_keeps_its_positions() {
+    let Some(database) = TestDatabase::create("from_v3").await else {
+        return;
+    };
+    let client = database.client().await;
+    // Version 3 as released: version 1's tables plus `recorded_at` and `collection`.
+    client.batch_execute(VERSION_1).await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE fero_mutations ADD COLUMN recorded_at BIGINT NOT NULL DEFAULT 0;
+             CREATE INDEX fero_mutations_recorded ON fero_mutations (recorded_at);
+             ALTER TABLE fero_mutations ADD COLUMN collection TEXT;
+             INSERT INTO fero_schema_migrations (version, description)
+                 VALUES (2, 'mutations.recorded_at, for pruning old push answers'),
+                        (3, 'mutations.collection, to refuse a mutation id reused for another row');
+             INSERT INTO fero_rows (owner, collection, id, version, sync_id, updated_at, data)
+                 VALUES ('alice', 'notes', 'a', 1, 1, 1000, '\"v1\"'),
+                        ('alice', 'notes', 'b', 1, 2, 1000, '\"v1\"');
+             INSERT INTO fero_counters (owner, value) VALUES ('alice', 2);",
+        )
+        .await
+        .unwrap();
+    let storage = PostgresStorage::connect(&database.url)
+        .await
+        .expect("a version 3 database opens and migrates");
+    let stored: i64 = client
+        .query_one("SELECT epoch FROM fero_restore_epoch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored > 0, "the migration drew a positive epoch");
+    let alice = UserId::new("alice");
+    // A position handed out before the migration (a cursor without an epoch): still served.
+    let page = storage.pull(&alice, "notes", SyncId(1), 10).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.epoch, Some(u64::try_from(stored).unwrap()));
+    drop(storage);
+
+    let reopened = PostgresStorage::connect(&database.url).await.unwrap();
+    let again = reopened.pull(&alice, "notes", SyncId(0), 10).await.unwrap();
+    assert_eq!(again.epoch, page.epoch, "the epoch stays across restarts");
+    let new = reopened.mark_restored().await.unwrap();
+    assert_ne!(Some(new), page.epoch);
+    let old_cursor = FeedPosition {
+        after: SyncId(1),
+        horizon: None,
+        epoch: page.epoch,
+    };
+    assert!(matches!(
+        reopened.pull_from(&alice, "notes", old_cursor, 10).await,
+        Err(StorageError::Restored { .. })
+    ));
 }

@@ -75,6 +75,9 @@ impl Storage for Unreachable {
     ) -> Result<SeedReport, StorageError> {
         self.inner.seed(owner, collection, rows).await
     }
+    async fn mark_restored(&self) -> Result<u64, StorageError> {
+        self.inner.mark_restored().await
+    }
     async fn ping(&self) -> Result<(), StorageError> {
         if self.reachable.load(Ordering::SeqCst) {
             self.inner.ping().await

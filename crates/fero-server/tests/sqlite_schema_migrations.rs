@@ -1,8 +1,9 @@
 //! SQLite schema versions (`PRAGMA user_version`): a file of version 1, written before push
 //! answers carried `recorded_at`, opens, migrates once and keeps its rows and answers; a file of
 //! version 2, written before answers named their collection, migrates to 3 and its answers
-//! still refuse a mutation id reused for another id; a newer version is refused; a large backlog
-//! of old answers is pruned in several batches.
+//! still refuse a mutation id reused for another id; a file of version 3, written before restore
+//! epochs, migrates to 4 with an epoch and its plain positions keep working; a newer version is
+//! refused; a large backlog of old answers is pruned in several batches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use fero::{Clock, SyncId, Timestamp, Version};
 use fero_protocol::{Change, ChangeOutcome, ChangeResult, MutationId};
 use fero_server::storage_suite::ManualClock;
-use fero_server::{SqliteStorage, Storage, StorageError, UserId};
+use fero_server::{FeedPosition, SqliteStorage, Storage, StorageError, UserId};
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -110,7 +111,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     let migrated_at = clock.now();
     let storage = SqliteStorage::open_with_clock(&path, Arc::new(clock.clone()))
         .expect("a version 1 file opens and migrates");
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), 4);
     let recorded_at: i64 = Connection::open(&path)
         .unwrap()
         .query_row(
@@ -169,8 +170,8 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     }
     drop(storage);
 
-    let reopened = SqliteStorage::open(&path).expect("a version 3 file reopens");
-    assert_eq!(user_version(&path), 3);
+    let reopened = SqliteStorage::open(&path).expect("a version 4 file reopens");
+    assert_eq!(user_version(&path), 4);
     assert_eq!(reopened.digest(&alice, "notes").await.unwrap().count(), 1);
 }
 
@@ -289,7 +290,7 @@ async fn a_version_2_file_migrates_and_its_answers_refuse_a_reused_mutation_id()
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 2 file opens and migrates");
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), 4);
     let alice = UserId::new("alice");
 
     // The same row replayed: the original answer, as before.
@@ -336,4 +337,64 @@ async fn a_version_2_file_migrates_and_its_answers_refuse_a_reused_mutation_id()
         0,
         "nothing was written to the other collection"
     );
+}
+
+#[tokio::test]
+async fn a_version_3_file_migrates_to_a_restore_epoch_and_keeps_its_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(VERSION_2).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE mutations ADD COLUMN collection TEXT; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        for (id, sync_id) in [("a", 1), ("b", 2)] {
+            conn.execute(
+                "INSERT INTO rows (owner, collection, id, version, sync_id, updated_at, data)
+                 VALUES ('alice', 'notes', ?1, 1, ?2, 1000, '\"v1\"')",
+                rusqlite::params![id, sync_id],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO counters (owner, value) VALUES ('alice', 2)",
+            [],
+        )
+        .unwrap();
+    }
+    let storage = SqliteStorage::open(&path).expect("a version 3 file opens and migrates");
+    assert_eq!(user_version(&path), 4);
+    let stored: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT epoch FROM restore_epoch", [], |row| row.get(0))
+        .unwrap();
+    assert!(stored > 0, "the migration drew a positive epoch");
+    let alice = UserId::new("alice");
+    // A position handed out before the migration (a cursor without an epoch): still served.
+    let page = storage.pull(&alice, "notes", SyncId(1), 10).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.epoch, Some(u64::try_from(stored).unwrap()));
+    drop(storage);
+
+    // Reopening keeps the epoch; marking the file restored replaces it.
+    let reopened = SqliteStorage::open(&path).expect("a version 4 file reopens");
+    let epoch = reopened
+        .pull(&alice, "notes", SyncId(0), 10)
+        .await
+        .unwrap()
+        .epoch;
+    assert_eq!(epoch, page.epoch, "the epoch stays across restarts");
+    let new = reopened.mark_restored().await.unwrap();
+    assert_ne!(Some(new), epoch);
+    let old_cursor = FeedPosition {
+        after: SyncId(1),
+        horizon: None,
+        epoch,
+    };
+    assert!(matches!(
+        reopened.pull_from(&alice, "notes", old_cursor, 10).await,
+        Err(StorageError::Restored { .. })
+    ));
 }

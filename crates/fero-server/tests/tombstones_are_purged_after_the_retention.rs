@@ -87,6 +87,9 @@ impl Storage for ObservedStorage {
             .send(Call::Purge(at, deleted_before, report.purged));
         Ok(report)
     }
+    async fn mark_restored(&self) -> Result<u64, StorageError> {
+        self.inner.mark_restored().await
+    }
     async fn ping(&self) -> Result<(), StorageError> {
         self.inner.ping().await
     }
