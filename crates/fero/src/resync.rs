@@ -126,61 +126,48 @@ pub(crate) trait ResyncHooks: Send + Sync {
     ) -> BoxFuture<'a, std::result::Result<Option<ResyncReason>, HandlerError>>;
 }
 
-/// [`ResyncHooks`] of an initial-sync handler.
-pub(crate) struct InitialHooks<'h, H>(pub(crate) &'h H);
+/// Implements [`ResyncHooks`] for a wrapper around a handler trait that has the three resync
+/// hooks (`begin_resync`, `end_resync`, `resync_in_progress`): both handler traits do.
+macro_rules! resync_hooks {
+    ($(#[$doc:meta])* $name:ident: $handler:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name<'h, H>(pub(crate) &'h H);
 
-impl<H: InitialSyncHandler> ResyncHooks for InitialHooks<'_, H> {
-    fn begin<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-        reason: ResyncReason,
-    ) -> BoxFuture<'a, std::result::Result<(), HandlerError>> {
-        self.0.begin_resync(feature, reason)
-    }
+        impl<H: $handler> ResyncHooks for $name<'_, H> {
+            fn begin<'a>(
+                &'a self,
+                feature: &'a FeatureKey,
+                reason: ResyncReason,
+            ) -> BoxFuture<'a, std::result::Result<(), HandlerError>> {
+                self.0.begin_resync(feature, reason)
+            }
 
-    fn end<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-        reason: ResyncReason,
-    ) -> BoxFuture<'a, std::result::Result<ResyncOutcome, HandlerError>> {
-        self.0.end_resync(feature, reason)
-    }
+            fn end<'a>(
+                &'a self,
+                feature: &'a FeatureKey,
+                reason: ResyncReason,
+            ) -> BoxFuture<'a, std::result::Result<ResyncOutcome, HandlerError>> {
+                self.0.end_resync(feature, reason)
+            }
 
-    fn in_progress<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-    ) -> BoxFuture<'a, std::result::Result<Option<ResyncReason>, HandlerError>> {
-        self.0.resync_in_progress(feature)
-    }
+            fn in_progress<'a>(
+                &'a self,
+                feature: &'a FeatureKey,
+            ) -> BoxFuture<'a, std::result::Result<Option<ResyncReason>, HandlerError>> {
+                self.0.resync_in_progress(feature)
+            }
+        }
+    };
 }
 
-/// [`ResyncHooks`] of a background-sync handler.
-pub(crate) struct BackgroundHooks<'h, H>(pub(crate) &'h H);
-
-impl<H: BackgroundSyncHandler> ResyncHooks for BackgroundHooks<'_, H> {
-    fn begin<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-        reason: ResyncReason,
-    ) -> BoxFuture<'a, std::result::Result<(), HandlerError>> {
-        self.0.begin_resync(feature, reason)
-    }
-
-    fn end<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-        reason: ResyncReason,
-    ) -> BoxFuture<'a, std::result::Result<ResyncOutcome, HandlerError>> {
-        self.0.end_resync(feature, reason)
-    }
-
-    fn in_progress<'a>(
-        &'a self,
-        feature: &'a FeatureKey,
-    ) -> BoxFuture<'a, std::result::Result<Option<ResyncReason>, HandlerError>> {
-        self.0.resync_in_progress(feature)
-    }
-}
+resync_hooks!(
+    /// [`ResyncHooks`] of an initial-sync handler.
+    InitialHooks: InitialSyncHandler
+);
+resync_hooks!(
+    /// [`ResyncHooks`] of a background-sync handler.
+    BackgroundHooks: BackgroundSyncHandler
+);
 
 /// The reason of a failed fetch (the server's answer) or apply (a store that found the server
 /// behind its rows) that asks for a resync.
