@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 
 use fero::SyncCheckpoint;
 use fero_http::{ChangeStream, HttpRemote, StreamEvent};
-use fero_protocol::{
-    Change, ChangeOutcome, MutationId, PullRequest, PushRequest, Remote,
-};
+use fero_protocol::{Change, ChangeOutcome, MutationId, PullRequest, PushRequest, Remote};
 use futures::StreamExt;
 use futures::stream::SelectAll;
 use serde::Serialize;

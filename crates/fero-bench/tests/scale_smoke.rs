@@ -12,7 +12,14 @@ use fero_bench::scale::{self, ScaleDb, W8Options, W9Options};
 /// package's binary for this package's tests); a no-op when it is up to date.
 fn server_bin() -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--quiet", "-p", "fero-server", "--bin", "fero-server"]);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "fero-server",
+        "--bin",
+        "fero-server",
+    ]);
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
