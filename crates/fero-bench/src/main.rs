@@ -89,6 +89,9 @@ struct ScaleCli {
     /// (e.g. postgres://postgres@127.0.0.1:5432/test), dropped afterwards.
     #[arg(long, default_value = "sqlite")]
     db: String,
+    /// W9 on PostgreSQL: the server's --pool-size (default: the server's own, 8).
+    #[arg(long)]
+    pool_size: Option<usize>,
     /// The fero-server binary (default: $FERO_SERVER_BIN, else next to this program).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -121,6 +124,7 @@ fn run_scale() -> anyhow::Result<()> {
             batch: cli.batch,
             duration: std::time::Duration::from_secs(cli.seconds),
             db,
+            pool_size: cli.pool_size,
             server_bin,
         };
         runtime.block_on(scale::run_w9(&options))?.to_json()

@@ -176,6 +176,8 @@ pub struct W8Line {
     pub notice_max_ms: f64,
     /// The soft file-descriptor limit this program and the server ran with.
     pub nofile_limit: u64,
+    /// Descriptors the server held with every stream open (entries of `/proc/<pid>/fd`).
+    pub server_fds: usize,
 }
 
 /// W9's sizes.
@@ -191,6 +193,8 @@ pub struct W9Options {
     pub duration: Duration,
     /// Where the server keeps its rows.
     pub db: ScaleDb,
+    /// The server's `--pool-size` on PostgreSQL (`None`: its default).
+    pub pool_size: Option<usize>,
     /// The server binary (see [`server_bin`]).
     pub server_bin: PathBuf,
 }
@@ -202,6 +206,8 @@ pub struct W9Line {
     pub workload: &'static str,
     /// `"sqlite"` or `"postgres"`.
     pub db: &'static str,
+    /// The server's PostgreSQL pool size when given (`None`: its default, 8).
+    pub pool_size: Option<usize>,
     /// Concurrent devices.
     pub devices: usize,
     /// Users.
@@ -301,6 +307,7 @@ impl ServerProcess {
         workload: &'static str,
         bin: &Path,
         db: Option<&str>,
+        pool_size: Option<usize>,
         users: &[String],
     ) -> Result<Self, ScaleError> {
         if !bin.exists() {
@@ -328,7 +335,11 @@ impl ServerProcess {
             || dir.path().join("server.db").display().to_string(),
             str::to_owned,
         );
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(pool_size) = pool_size {
+            command.arg("--pool-size").arg(pool_size.to_string());
+        }
+        let mut child = command
             .arg("--db")
             .arg(&db)
             .arg("--listen")
@@ -489,7 +500,7 @@ pub async fn run_w8(options: &W8Options) -> Result<W8Line, ScaleError> {
     let hot = "hot".to_owned();
     let mut users = vec![hot.clone()];
     users.extend((0..OTHER_USERS).map(|u| format!("other-{u}")));
-    let server = ServerProcess::start(W, &options.server_bin, None, &users)?;
+    let server = ServerProcess::start(W, &options.server_bin, None, None, &users)?;
     let pusher = remote(W, &server.url, &hot)?;
     // Warm up: one push and one pull, so the idle figure includes what any serving server holds.
     let push = |seq: u64| {
@@ -582,6 +593,13 @@ pub async fn run_w8(options: &W8Options) -> Result<W8Line, ScaleError> {
     let open_seconds = opening.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server_rss_streams_mb = rss_mb(W, server.pid())?;
+    let server_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .map_err(|source| ScaleError::Process {
+            workload: W,
+            what: "listing /proc/<pid>/fd".into(),
+            source,
+        })?
+        .count();
 
     let mut delays = Vec::with_capacity(listeners * options.pushes);
     for seq in 1..=options.pushes as u64 {
@@ -642,6 +660,7 @@ pub async fn run_w8(options: &W8Options) -> Result<W8Line, ScaleError> {
         notice_p99_ms: quantile(&delays, 0.99),
         notice_max_ms: quantile(&delays, 1.0),
         nofile_limit: nofile,
+        server_fds,
     })
 }
 
@@ -740,7 +759,7 @@ async fn w9_on(options: &W9Options, postgres: Option<&str>) -> Result<W9Line, Sc
     }
     raise_nofile_limit();
     let users: Vec<String> = (0..options.users).map(|u| format!("user-{u}")).collect();
-    let server = ServerProcess::start(W, &options.server_bin, postgres, &users)?;
+    let server = ServerProcess::start(W, &options.server_bin, postgres, options.pool_size, &users)?;
     let pid = server.pid().to_string();
     let deadline_after = options.duration;
     let batch = options.batch;
@@ -827,6 +846,7 @@ async fn w9_on(options: &W9Options, postgres: Option<&str>) -> Result<W9Line, Sc
     Ok(W9Line {
         workload: W,
         db: options.db.name(),
+        pool_size: options.pool_size,
         devices: options.devices,
         users: options.users,
         batch,

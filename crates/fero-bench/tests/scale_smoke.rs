@@ -47,6 +47,7 @@ async fn w8_every_listener_gets_every_notice() {
     assert!(line.notice_p50_ms <= line.notice_p99_ms);
     assert!(line.notice_p99_ms <= line.notice_max_ms);
     assert!(line.nofile_limit >= 50);
+    assert!(line.server_fds >= 50, "a descriptor per stream: {line:?}");
     let json: serde_json::Value = serde_json::from_str(&line.to_json()).expect("JSON");
     assert_eq!(json["notices"], 30);
 }
@@ -74,6 +75,7 @@ fn w9_options(db: ScaleDb) -> W9Options {
         batch: 10,
         duration: Duration::from_secs(2),
         db,
+        pool_size: None,
         server_bin: server_bin(),
     }
 }
