@@ -16,6 +16,9 @@
 //! - [`end_to_end`]: W4–W6 against the reference server (`fero-server`, SQLite) in a child
 //!   process, over loopback HTTP (`fero-http`), into `fero-sqlite`'s store; the server and W5's
 //!   client roles of the program.
+//! - [`scale`]: W8 (10,000 change streams held by one real `fero-server` process, a push fanned
+//!   out to 1,000 listeners) and W9 (200 concurrent devices pushing and pulling), with the
+//!   server's RSS and CPU read from `/proc`.
 //! - [`workload`]: the workloads, their default sizes, and [`run`].
 //! - [`report`]: the JSON line and the peak RSS.
 //!
@@ -39,6 +42,7 @@ pub mod end_to_end;
 pub mod error;
 pub mod handler;
 pub mod report;
+pub mod scale;
 pub mod server;
 pub mod store;
 pub mod workload;

@@ -1,4 +1,5 @@
-//! The benchmark program: `fero-bench <workload> [--n N] [--batch B] [--runs R]`, or `all`.
+//! The benchmark program: `fero-bench <workload> [--n N] [--batch B] [--runs R]`, or `all`;
+//! `fero-bench W8|W9 [options]` for the scale workloads (see `fero_bench::scale`).
 //!
 //! With `--n`, the workload runs in this process (`--runs` times, median reported) and prints its
 //! JSON line. Without it (and for `all`), every default size runs as `--runs` fresh child
@@ -14,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use fero_bench::end_to_end::{self, ClientOptions, ServeOptions};
-use fero_bench::{BenchLine, RunOptions, Workload};
+use fero_bench::{BenchLine, RunOptions, Workload, scale};
 
 #[derive(Debug, Parser)]
 #[command(about = "fero's benchmark workloads (bench-spec.md); one JSON line per measurement")]
@@ -57,7 +58,86 @@ struct ClientCli {
     batch: usize,
 }
 
+/// W8 and W9 (not part of `all`): scale figures of a real `fero-server` process.
+#[derive(Debug, Parser)]
+#[command(about = "W8 (change streams) or W9 (concurrent devices) against a fero-server child")]
+struct ScaleCli {
+    /// W8 or W9.
+    workload: String,
+    /// W8: change streams held open.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// W8: streams of the one user pushed to.
+    #[arg(long, default_value_t = 1_000)]
+    listeners: usize,
+    /// W8: pushes timed.
+    #[arg(long, default_value_t = 20)]
+    pushes: usize,
+    /// W9: concurrent devices.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// W9: users the devices are spread over.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// W9: changes per push.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// W9: seconds every device pushes and pulls.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// W9: `sqlite`, or a PostgreSQL URL whose server gets a fresh database for the run
+    /// (e.g. postgres://postgres@127.0.0.1:5432/test), dropped afterwards.
+    #[arg(long, default_value = "sqlite")]
+    db: String,
+    /// W9 on PostgreSQL: the server's --pool-size (default: the server's own, 8).
+    #[arg(long)]
+    pool_size: Option<usize>,
+    /// The fero-server binary (default: $FERO_SERVER_BIN, else next to this program).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+fn run_scale() -> anyhow::Result<()> {
+    let cli = ScaleCli::parse();
+    let server_bin = cli.server_bin.unwrap_or_else(scale::server_bin);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let line = if cli.workload.eq_ignore_ascii_case("W8") {
+        let options = scale::W8Options {
+            streams: cli.streams,
+            listeners: cli.listeners,
+            pushes: cli.pushes,
+            server_bin,
+        };
+        runtime.block_on(scale::run_w8(&options))?.to_json()
+    } else {
+        let db = if cli.db.eq_ignore_ascii_case("sqlite") {
+            scale::ScaleDb::Sqlite
+        } else {
+            scale::ScaleDb::Postgres(cli.db)
+        };
+        let options = scale::W9Options {
+            devices: cli.devices,
+            users: cli.users,
+            batch: cli.batch,
+            duration: std::time::Duration::from_secs(cli.seconds),
+            db,
+            pool_size: cli.pool_size,
+            server_bin,
+        };
+        runtime.block_on(scale::run_w9(&options))?.to_json()
+    };
+    println!("{line}");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let first = std::env::args().nth(1).unwrap_or_default();
+    if first.eq_ignore_ascii_case("W8") || first.eq_ignore_ascii_case("W9") {
+        return run_scale();
+    }
     match std::env::args().nth(1).as_deref() {
         Some(end_to_end::SERVE_ROLE) => {
             let cli = ServeCli::parse_from(std::env::args().skip(1));
