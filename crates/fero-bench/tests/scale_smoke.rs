@@ -12,13 +12,15 @@ use fero_bench::scale::{self, ScaleDb, W8Options, W9Options};
 /// package's binary for this package's tests); a no-op when it is up to date.
 fn server_bin() -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
+    // The same build as .ci/run's JavaScript step (the workspace's binaries and examples, same
+    // features), so neither builds what the other already built.
     build.args([
         "build",
         "--quiet",
-        "-p",
-        "fero-server",
-        "--bin",
-        "fero-server",
+        "--locked",
+        "--workspace",
+        "--bins",
+        "--examples",
     ]);
     if !cfg!(debug_assertions) {
         build.arg("--release");
