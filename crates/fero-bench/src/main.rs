@@ -20,7 +20,7 @@ use fero_bench::{BenchLine, RunOptions, Workload, scale};
 #[derive(Debug, Parser)]
 #[command(about = "fero's benchmark workloads (bench-spec.md); one JSON line per measurement")]
 struct Cli {
-    /// W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, or all.
+    /// W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, or all; W8 and W9 (scale) take their own options (`fero-bench W8 --help`).
     workload: String,
     /// Items (N or M); without it, every default size runs, each in a fresh process.
     #[arg(long)]
@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         let workload = Workload::parse(&cli.workload).with_context(|| {
             format!(
-                "unknown workload {:?}: use one of W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, all",
+                "unknown workload {:?}: use one of W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, all (and the scale workloads W8, W9)",
                 cli.workload
             )
         })?;

@@ -102,7 +102,7 @@ fn the_program_prints_one_json_line_for_a_workload_run_in_a_child_process() {
 #[test]
 fn an_unknown_workload_is_refused_with_the_list_of_known_ones() {
     let output = std::process::Command::new(PROGRAM)
-        .arg("W9")
+        .arg("W99")
         .output()
         .expect("the bench program starts");
     assert!(!output.status.success());
