@@ -167,6 +167,42 @@ pub fn backup_sqlite(db: &Path, to: &Path) -> Result<BackupReport, BackupError> 
     result
 }
 
+/// Copies every page of `source` into `target` in one backup step (one read transaction of the
+/// source: one snapshot), retrying [`BUSY_ATTEMPTS`] times while a lock is held; the number of
+/// pages copied. `sqlite` turns a failed `step` into the caller's error; `busy` is the database
+/// named by [`BackupError::Busy`].
+fn copy_pages(
+    source: &Connection,
+    target: &mut Connection,
+    starting: &'static str,
+    sqlite: &dyn Fn(&'static str, rusqlite::Error) -> BackupError,
+    busy: &Path,
+) -> Result<u64, BackupError> {
+    let backup = Backup::new(source, target).map_err(|error| sqlite(starting, error))?;
+    let mut attempts = 0;
+    loop {
+        // -1: every page in one step.
+        match backup
+            .step(-1)
+            .map_err(|error| sqlite("copying pages", error))?
+        {
+            StepResult::Done => break,
+            StepResult::More => {}
+            _ => {
+                attempts += 1;
+                if attempts >= BUSY_ATTEMPTS {
+                    return Err(BackupError::Busy {
+                        from: busy.to_path_buf(),
+                        attempts,
+                    });
+                }
+                std::thread::sleep(BUSY_PAUSE);
+            }
+        }
+    }
+    Ok(u64::try_from(backup.progress().pagecount).unwrap_or_default())
+}
+
 /// `to` with `.partial` appended to its file name.
 fn partial_path(to: &Path) -> PathBuf {
     let mut name = to.file_name().unwrap_or_default().to_os_string();
@@ -193,28 +229,13 @@ fn copy_and_check(db: &Path, to: &Path, partial: &Path) -> Result<BackupReport, 
         .map_err(sqlite("opening the source"))?;
     let _ = std::fs::remove_file(partial);
     let mut copy = Connection::open(partial).map_err(sqlite("creating the copy"))?;
-    let pages = {
-        let backup = Backup::new(&source, &mut copy).map_err(sqlite("starting the backup"))?;
-        let mut attempts = 0;
-        loop {
-            // -1: every page in one step, under one read transaction of the source: one snapshot.
-            match backup.step(-1).map_err(sqlite("copying pages"))? {
-                StepResult::Done => break,
-                StepResult::More => {}
-                _ => {
-                    attempts += 1;
-                    if attempts >= BUSY_ATTEMPTS {
-                        return Err(BackupError::Busy {
-                            from: db.to_path_buf(),
-                            attempts,
-                        });
-                    }
-                    std::thread::sleep(BUSY_PAUSE);
-                }
-            }
-        }
-        u64::try_from(backup.progress().pagecount).unwrap_or_default()
-    };
+    let pages = copy_pages(
+        &source,
+        &mut copy,
+        "starting the backup",
+        &|step, error| sqlite(step)(error),
+        db,
+    )?;
     let report: String = {
         let mut statement = copy
             .prepare("PRAGMA integrity_check")
@@ -319,27 +340,13 @@ pub fn restore_sqlite(from: &Path, db: &Path) -> Result<RestoreReport, BackupErr
     target
         .busy_timeout(Duration::from_secs(5))
         .map_err(sqlite("opening the database"))?;
-    let pages = {
-        let backup = Backup::new(&source, &mut target).map_err(sqlite("starting the restore"))?;
-        let mut attempts = 0;
-        loop {
-            match backup.step(-1).map_err(sqlite("copying pages"))? {
-                StepResult::Done => break,
-                StepResult::More => {}
-                _ => {
-                    attempts += 1;
-                    if attempts >= BUSY_ATTEMPTS {
-                        return Err(BackupError::Busy {
-                            from: db.to_path_buf(),
-                            attempts,
-                        });
-                    }
-                    std::thread::sleep(BUSY_PAUSE);
-                }
-            }
-        }
-        u64::try_from(backup.progress().pagecount).unwrap_or_default()
-    };
+    let pages = copy_pages(
+        &source,
+        &mut target,
+        "starting the restore",
+        &|step, error| sqlite(step)(error),
+        db,
+    )?;
     let report: String = target
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .map_err(sqlite("checking the restored database"))?;
