@@ -9,92 +9,32 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use fero::SyncId;
-use fero_protocol::{Change, Digest, PushResponse};
-use fero_server::{
-    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server,
-    SqliteStorage, Storage, StorageError, UserId,
-};
+use fero_protocol::PushResponse;
+use fero_server::{Server, SqliteStorage, Storage, UserId};
 use serde_json::json;
+use support::hooked::{Hooked, Hooks};
 use support::{
     ALICE, IO_DEADLINE, Running, SseReader, accepted, body_bytes, change, request, send,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-/// SQLite storage whose pushes wait at a gate: the test knows a request is in flight and
-/// decides when it may finish.
+/// Pushes that wait at a gate: the test knows a request is in flight and decides when it may
+/// finish.
 #[derive(Debug)]
-struct GatedStorage {
-    inner: SqliteStorage,
+struct Gate {
     entered: mpsc::UnboundedSender<()>,
     release: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 #[async_trait]
-impl Storage for GatedStorage {
-    async fn pull_from(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        from: FeedPosition,
-        limit: u32,
-    ) -> Result<PullPage, StorageError> {
-        self.inner.pull_from(owner, collection, from, limit).await
-    }
-    async fn push(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        changes: Vec<Change>,
-    ) -> Result<PushOutcome, StorageError> {
+impl Hooks for Gate {
+    async fn before_push(&self) {
         let release = self.release.lock().unwrap().take();
         self.entered.send(()).unwrap();
         if let Some(release) = release {
             release.await.unwrap();
         }
-        self.inner.push(owner, collection, changes).await
-    }
-    async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
-        self.inner.digest(owner, collection).await
-    }
-    async fn content_digest(
-        &self,
-        owner: &UserId,
-        collection: &str,
-    ) -> Result<fero_protocol::ContentDigest, StorageError> {
-        self.inner.content_digest(owner, collection).await
-    }
-    async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
-        self.inner.purge_tombstones(before).await
-    }
-    async fn purge_tombstones_deleted_before(
-        &self,
-        deleted_before: fero::Timestamp,
-    ) -> Result<PurgeReport, StorageError> {
-        self.inner
-            .purge_tombstones_deleted_before(deleted_before)
-            .await
-    }
-    async fn prune_mutations(
-        &self,
-        recorded_before: fero::Timestamp,
-    ) -> Result<PruneReport, StorageError> {
-        self.inner.prune_mutations(recorded_before).await
-    }
-    async fn seed(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        rows: Vec<SeedRow>,
-    ) -> Result<SeedReport, StorageError> {
-        self.inner.seed(owner, collection, rows).await
-    }
-
-    async fn mark_restored(&self) -> Result<u64, StorageError> {
-        self.inner.mark_restored().await
-    }
-    async fn ping(&self) -> Result<(), StorageError> {
-        self.inner.ping().await
     }
 }
 
@@ -103,10 +43,12 @@ async fn a_push_in_flight_at_shutdown_is_answered_and_kept() {
     let sqlite = SqliteStorage::open_in_memory().unwrap();
     let (entered_tx, mut entered) = mpsc::unbounded_channel();
     let (release, release_rx) = oneshot::channel();
-    let storage = GatedStorage {
+    let storage = Hooked {
         inner: sqlite.clone(),
-        entered: entered_tx,
-        release: Mutex::new(Some(release_rx)),
+        hooks: Gate {
+            entered: entered_tx,
+            release: Mutex::new(Some(release_rx)),
+        },
     };
     let server = Server::builder()
         .storage(storage)

@@ -8,16 +8,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use fero::{SyncId, Timestamp};
-use fero_protocol::{Change, ChangeOutcome, Digest};
+use fero::Timestamp;
+use fero_protocol::ChangeOutcome;
 use fero_server::storage_suite::ManualClock;
 use fero_server::{
-    BuildError, DEFAULT_MUTATION_RETENTION, FeedPosition, MUTATION_PRUNE_INTERVAL, PruneReport,
-    PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage, Storage,
-    StorageError, UserId,
+    BuildError, DEFAULT_MUTATION_RETENTION, MUTATION_PRUNE_INTERVAL, PruneReport, Server,
+    SqliteStorage, Storage, UserId,
 };
 use serde_json::json;
+use support::hooked::{Hooked, Hooks};
 use support::{ALICE, Running, accepted, change, push};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -90,76 +89,15 @@ fn a_zero_mutation_retention_is_refused() {
 /// One prune the server asked for: when (tokio's clock), with which cut-off, and how many went.
 type Prune = (Instant, Timestamp, u64);
 
-/// SQLite storage that reports every prune on a channel.
+/// Reports every prune on a channel.
 #[derive(Debug)]
-struct ObservedStorage {
-    inner: SqliteStorage,
+struct Observer {
     prunes: mpsc::UnboundedSender<Prune>,
 }
 
-#[async_trait]
-impl Storage for ObservedStorage {
-    async fn pull_from(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        from: FeedPosition,
-        limit: u32,
-    ) -> Result<PullPage, StorageError> {
-        self.inner.pull_from(owner, collection, from, limit).await
-    }
-    async fn push(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        changes: Vec<Change>,
-    ) -> Result<PushOutcome, StorageError> {
-        self.inner.push(owner, collection, changes).await
-    }
-    async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
-        self.inner.digest(owner, collection).await
-    }
-    async fn content_digest(
-        &self,
-        owner: &UserId,
-        collection: &str,
-    ) -> Result<fero_protocol::ContentDigest, StorageError> {
-        self.inner.content_digest(owner, collection).await
-    }
-    async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
-        self.inner.purge_tombstones(before).await
-    }
-    async fn purge_tombstones_deleted_before(
-        &self,
-        deleted_before: fero::Timestamp,
-    ) -> Result<PurgeReport, StorageError> {
-        self.inner
-            .purge_tombstones_deleted_before(deleted_before)
-            .await
-    }
-    async fn prune_mutations(
-        &self,
-        recorded_before: Timestamp,
-    ) -> Result<PruneReport, StorageError> {
-        let at = Instant::now();
-        let report = self.inner.prune_mutations(recorded_before).await?;
-        let _ = self.prunes.send((at, recorded_before, report.pruned));
-        Ok(report)
-    }
-    async fn seed(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        rows: Vec<SeedRow>,
-    ) -> Result<SeedReport, StorageError> {
-        self.inner.seed(owner, collection, rows).await
-    }
-
-    async fn mark_restored(&self) -> Result<u64, StorageError> {
-        self.inner.mark_restored().await
-    }
-    async fn ping(&self) -> Result<(), StorageError> {
-        self.inner.ping().await
+impl Hooks for Observer {
+    fn after_prune(&self, started: Instant, before: Timestamp, report: &PruneReport) {
+        let _ = self.prunes.send((started, before, report.pruned));
     }
 }
 
@@ -191,9 +129,9 @@ async fn serve_prunes_at_start_and_every_hour_and_stops_with_the_server() {
 
     let (prunes_tx, mut prunes) = mpsc::unbounded_channel();
     let server = Server::builder()
-        .storage(ObservedStorage {
+        .storage(Hooked {
             inner: sqlite,
-            prunes: prunes_tx,
+            hooks: Observer { prunes: prunes_tx },
         })
         .tokens(support::tokens())
         .clock(Arc::new(clock.clone()))

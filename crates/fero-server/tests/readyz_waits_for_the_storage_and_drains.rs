@@ -7,80 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
-use fero::{SyncId, Timestamp};
-use fero_protocol::{Change, Digest};
-use fero_server::{
-    FeedPosition, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server,
-    SqliteStorage, Storage, StorageError, UserId,
-};
+use fero_server::{Server, SqliteStorage, StorageError};
+use support::hooked::{Hooked, Hooks};
 use support::{Running, call, tokens};
 
-/// SQLite whose ping fails while `reachable` is false, as a database that is not up yet.
+/// A ping that fails while `reachable` is false, as a database that is not up yet.
 #[derive(Debug)]
 struct Unreachable {
-    inner: SqliteStorage,
     reachable: Arc<AtomicBool>,
 }
 
-#[async_trait]
-impl Storage for Unreachable {
-    async fn pull_from(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        from: FeedPosition,
-        limit: u32,
-    ) -> Result<PullPage, StorageError> {
-        self.inner.pull_from(owner, collection, from, limit).await
-    }
-    async fn push(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        changes: Vec<Change>,
-    ) -> Result<PushOutcome, StorageError> {
-        self.inner.push(owner, collection, changes).await
-    }
-    async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
-        self.inner.digest(owner, collection).await
-    }
-    async fn content_digest(
-        &self,
-        owner: &UserId,
-        collection: &str,
-    ) -> Result<fero_protocol::ContentDigest, StorageError> {
-        self.inner.content_digest(owner, collection).await
-    }
-    async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
-        self.inner.purge_tombstones(before).await
-    }
-    async fn purge_tombstones_deleted_before(
-        &self,
-        deleted_before: Timestamp,
-    ) -> Result<PurgeReport, StorageError> {
-        self.inner
-            .purge_tombstones_deleted_before(deleted_before)
-            .await
-    }
-    async fn prune_mutations(&self, before: Timestamp) -> Result<PruneReport, StorageError> {
-        self.inner.prune_mutations(before).await
-    }
-    async fn seed(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        rows: Vec<SeedRow>,
-    ) -> Result<SeedReport, StorageError> {
-        self.inner.seed(owner, collection, rows).await
-    }
-    async fn mark_restored(&self) -> Result<u64, StorageError> {
-        self.inner.mark_restored().await
-    }
-    async fn ping(&self) -> Result<(), StorageError> {
+impl Hooks for Unreachable {
+    fn before_ping(&self) -> Result<(), StorageError> {
         if self.reachable.load(Ordering::SeqCst) {
-            self.inner.ping().await
+            Ok(())
         } else {
             Err(StorageError::Connect {
                 target: "test@127.0.0.1:1/none".into(),
@@ -94,9 +35,11 @@ impl Storage for Unreachable {
 async fn readyz_is_503_until_the_storage_answers() {
     let reachable = Arc::new(AtomicBool::new(false));
     let server = Server::builder()
-        .storage(Unreachable {
+        .storage(Hooked {
             inner: SqliteStorage::open_in_memory().unwrap(),
-            reachable: Arc::clone(&reachable),
+            hooks: Unreachable {
+                reachable: Arc::clone(&reachable),
+            },
         })
         .tokens(tokens())
         .build()

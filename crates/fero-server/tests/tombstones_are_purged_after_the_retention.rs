@@ -9,16 +9,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use fero::{SyncId, Timestamp};
-use fero_protocol::{Change, Digest};
 use fero_server::storage_suite::ManualClock;
 use fero_server::{
-    DEFAULT_TOMBSTONE_RETENTION, FeedPosition, MUTATION_PRUNE_INTERVAL, PostgresStorage,
-    PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport, SeedRow, Server, SqliteStorage,
-    Storage, StorageError, UserId,
+    DEFAULT_TOMBSTONE_RETENTION, MUTATION_PRUNE_INTERVAL, PostgresStorage, PruneReport,
+    PurgeReport, Server, SqliteStorage, Storage, StorageError, UserId,
 };
 use serde_json::json;
+use support::hooked::{Hooked, Hooks};
 use support::{Backend, Running, change, deletion, server_on};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -34,80 +32,18 @@ enum Call {
     Purge(Instant, Timestamp, u64),
 }
 
-/// SQLite storage that reports every prune and time-based purge on a channel.
+/// Reports every prune and time-based purge on a channel.
 #[derive(Debug)]
-struct ObservedStorage {
-    inner: SqliteStorage,
+struct Observer {
     calls: mpsc::UnboundedSender<Call>,
 }
 
-#[async_trait]
-impl Storage for ObservedStorage {
-    async fn pull_from(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        from: FeedPosition,
-        limit: u32,
-    ) -> Result<PullPage, StorageError> {
-        self.inner.pull_from(owner, collection, from, limit).await
-    }
-    async fn push(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        changes: Vec<Change>,
-    ) -> Result<PushOutcome, StorageError> {
-        self.inner.push(owner, collection, changes).await
-    }
-    async fn digest(&self, owner: &UserId, collection: &str) -> Result<Digest, StorageError> {
-        self.inner.digest(owner, collection).await
-    }
-    async fn content_digest(
-        &self,
-        owner: &UserId,
-        collection: &str,
-    ) -> Result<fero_protocol::ContentDigest, StorageError> {
-        self.inner.content_digest(owner, collection).await
-    }
-    async fn purge_tombstones(&self, before: SyncId) -> Result<PurgeReport, StorageError> {
-        self.inner.purge_tombstones(before).await
-    }
-    async fn purge_tombstones_deleted_before(
-        &self,
-        deleted_before: Timestamp,
-    ) -> Result<PurgeReport, StorageError> {
-        let at = Instant::now();
-        let report = self
-            .inner
-            .purge_tombstones_deleted_before(deleted_before)
-            .await?;
-        let _ = self
-            .calls
-            .send(Call::Purge(at, deleted_before, report.purged));
-        Ok(report)
-    }
-    async fn mark_restored(&self) -> Result<u64, StorageError> {
-        self.inner.mark_restored().await
-    }
-    async fn ping(&self) -> Result<(), StorageError> {
-        self.inner.ping().await
-    }
-    async fn prune_mutations(
-        &self,
-        recorded_before: Timestamp,
-    ) -> Result<PruneReport, StorageError> {
-        let report = self.inner.prune_mutations(recorded_before).await?;
+impl Hooks for Observer {
+    fn after_prune(&self, _started: Instant, _before: Timestamp, _report: &PruneReport) {
         let _ = self.calls.send(Call::Prune);
-        Ok(report)
     }
-    async fn seed(
-        &self,
-        owner: &UserId,
-        collection: &str,
-        rows: Vec<SeedRow>,
-    ) -> Result<SeedReport, StorageError> {
-        self.inner.seed(owner, collection, rows).await
+    fn after_purge(&self, started: Instant, before: Timestamp, report: &PurgeReport) {
+        let _ = self.calls.send(Call::Purge(started, before, report.purged));
     }
 }
 
@@ -133,9 +69,9 @@ fn observed(
 ) -> (Server, mpsc::UnboundedReceiver<Call>) {
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let server = Server::builder()
-        .storage(ObservedStorage {
+        .storage(Hooked {
             inner: storage,
-            calls: calls_tx,
+            hooks: Observer { calls: calls_tx },
         })
         .tokens(support::tokens())
         .clock(Arc::new(clock.clone()))

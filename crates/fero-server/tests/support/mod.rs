@@ -2,6 +2,7 @@
 //! in-process caller (`router()` + `oneshot`) and a plain HTTP/1 client for loopback tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hooked;
 pub mod postgres;
 
 use std::net::SocketAddr;
