@@ -37,6 +37,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The client speaks a protocol version this server does not.
     UnsupportedVersion,
+    /// The sync rules do not let this user do what the request asks (a shared collection's
+    /// rules could not decide what the user may read); a permanent error until the user's
+    /// token or the rules change.
+    Forbidden,
 }
 
 /// Why a server answered 410 `resync_required`: it decides what a client does with the rows it

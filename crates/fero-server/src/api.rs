@@ -27,6 +27,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api_error::{ApiError, JsonBody};
+use crate::api_shared;
 use crate::cursor;
 use crate::server::Server;
 use crate::storage::{FeedPosition, StoredDocument};
@@ -246,6 +247,16 @@ async fn pull(
             "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         )));
     }
+    if let Some(sharing) = state.server.sharing_of(collection) {
+        let access = sharing.access(user, &no_claims());
+        let (items, checkpoint, has_more) =
+            api_shared::pull(&state.server, access, collection, &from, limit).await?;
+        return Ok(Json(PullAnswer {
+            items,
+            checkpoint,
+            has_more,
+        }));
+    }
     let position = match &from.cursor {
         Some(text) => cursor::decode(text).map_err(ApiError::invalid_cursor)?,
         None => FeedPosition::from(from.last_sync_id),
@@ -317,12 +328,18 @@ async fn push(
     let expected = valid.len();
     let mut stored = Vec::new();
     if expected > 0 {
-        let outcome = state
-            .server
-            .storage()
-            .push(&user, &collection, valid)
-            .await
-            .inspect_err(|error| state.server.metrics().storage_failed("push", error))?;
+        let outcome = match state.server.sharing_of(&collection) {
+            Some(sharing) => {
+                let access = sharing.access(&user, &no_claims());
+                api_shared::push(&state.server, sharing, access, &collection, valid).await?
+            }
+            None => state
+                .server
+                .storage()
+                .push(&user, &collection, valid)
+                .await
+                .inspect_err(|error| state.server.metrics().storage_failed("push", error))?,
+        };
         if outcome.results.len() != expected {
             tracing::error!(
                 collection,
@@ -336,7 +353,8 @@ async fn push(
                 "the server's storage answered the push incompletely; retry the push",
             ));
         }
-        if let Some(sync_id) = outcome.last_written {
+        let private = state.server.sharing_of(&collection).is_none();
+        if let Some(sync_id) = outcome.last_written.filter(|_| private) {
             state.server.notifier().publish(
                 &user,
                 ChangeNotice {
@@ -390,6 +408,10 @@ async fn digest(
                 ))
             })?,
     };
+    if let Some(sharing) = state.server.sharing_of(&collection) {
+        let access = sharing.access(&user, &no_claims());
+        return api_shared::digest(&state.server, access, &collection, version).await;
+    }
     let storage = state.server.storage();
     Ok(match version {
         DigestVersion::V2 => {
@@ -427,13 +449,27 @@ async fn changes(
     let subscription = state.server.notifier().subscribe(&user);
     // Counted open until the stream is dropped (client gone or shutdown).
     let open = state.server.metrics().change_stream_opened();
-    let notices = futures::stream::unfold(
-        (subscription, open),
-        |(mut subscription, open)| async move {
+    let notices: futures::stream::BoxStream<'static, ChangeNotice> = match state.server.sharing() {
+        Some(sharing) => {
+            drop(subscription);
+            api_shared::notices(
+                state.server.clone(),
+                std::sync::Arc::clone(sharing),
+                user.clone(),
+                no_claims(),
+            )
+            .boxed()
+        }
+        None => futures::stream::unfold(subscription, |mut subscription| async move {
             let notice = subscription.next().await?;
-            Some((notice, (subscription, open)))
-        },
-    );
+            Some((notice, subscription))
+        })
+        .boxed(),
+    };
+    let notices = notices.map(move |notice| {
+        let _open = &open;
+        notice
+    });
     let events = notices
         .map(|notice| Event::default().event("change").json_data(notice))
         .take_until(state.streams_stop.clone().cancelled_owned());
@@ -442,6 +478,11 @@ async fn changes(
             .interval(state.server.keep_alive())
             .text("keep-alive"),
     )
+}
+
+/// The claims of a caller without a JWT.
+fn no_claims() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }
 
 /// Counts a push's answers by outcome for `/metrics`.

@@ -96,6 +96,11 @@ impl From<StorageError> for ApiError {
                     error.to_string(),
                 )
             },
+            None if matches!(error, StorageError::Rules { .. }) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                error.to_string(),
+            ),
             None => {
                 let other = error;
                 // The details name tables and files: they go to the log, not to the client.

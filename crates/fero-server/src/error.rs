@@ -127,6 +127,37 @@ pub enum StorageError {
         /// What does not parse.
         message: String,
     },
+    /// The rules could not compute what the caller may read (the token's claims do not have
+    /// the shape the rules expect): the pull or digest is refused with 403 `forbidden`.
+    #[error(
+        "collection {collection:?}: the sync rules cannot decide what this user may read: \
+         {message}; check the token's claims against the rules file"
+    )]
+    Rules {
+        /// The collection.
+        collection: String,
+        /// Which rule failed and why (names no row data).
+        message: String,
+    },
+    /// A shared collection's cursor names a readable set this database does not hold (it was
+    /// restored from a backup taken before the cursor was issued, say).
+    #[error(
+        "collection {collection:?}: the cursor refers to a set of buckets this server does not \
+         know; pull again from the beginning"
+    )]
+    UnknownReadableSet {
+        /// The collection.
+        collection: String,
+    },
+    /// The backend does not keep shared collections (a test double, say).
+    #[error(
+        "collection {collection:?} is shared by the sync rules, but this storage backend keeps \
+         no shared collections; use the SQLite or PostgreSQL storage"
+    )]
+    SharingUnsupported {
+        /// The collection.
+        collection: String,
+    },
     /// The blocking task that ran the statement panicked or was cancelled.
     #[error("{operation} in collection {collection:?} did not finish: {message}")]
     TaskFailed {
@@ -154,7 +185,9 @@ impl StorageError {
             StorageError::ResyncRequired { .. } => {
                 Some(fero_protocol::ResyncReason::TombstonesPurged)
             }
-            StorageError::ServerBehind { .. } | StorageError::Restored { .. } => {
+            StorageError::ServerBehind { .. }
+            | StorageError::Restored { .. }
+            | StorageError::UnknownReadableSet { .. } => {
                 Some(fero_protocol::ResyncReason::ServerBehind)
             }
             _ => None,

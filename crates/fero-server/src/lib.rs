@@ -63,6 +63,7 @@
 
 mod api;
 mod api_error;
+mod api_shared;
 pub mod backup;
 mod cors;
 mod cursor;
@@ -73,6 +74,8 @@ mod postgres;
 mod postgres_notify;
 pub mod readiness;
 mod server;
+pub mod shared;
+pub mod shared_suite;
 mod sqlite;
 mod storage;
 pub mod storage_suite;

@@ -18,6 +18,7 @@ use crate::cors::CorsOrigins;
 use crate::error::{BuildError, ServeError, StorageError};
 use crate::metrics::ServerMetrics;
 use crate::notify::{ChangeHub, ChangeNotifier};
+use crate::shared::Sharing;
 use crate::storage::{PruneReport, PurgeReport, SeedReport, SeedRow, Storage, seed_pages};
 use crate::tokens::Tokens;
 use crate::user::UserId;
@@ -82,6 +83,7 @@ struct Inner {
     /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
     draining: CancellationToken,
     cors_origins: CorsOrigins,
+    sharing: Option<Arc<dyn Sharing>>,
 }
 
 impl Server {
@@ -206,6 +208,17 @@ impl Server {
     /// The change notifier.
     pub fn notifier(&self) -> &Arc<dyn ChangeNotifier> {
         &self.inner.notifier
+    }
+
+    /// The sync rules, if any ([`ServerBuilder::sharing`]).
+    pub fn sharing(&self) -> Option<&Arc<dyn Sharing>> {
+        self.inner.sharing.as_ref()
+    }
+
+    /// The sync rules when they share `collection`.
+    pub(crate) fn sharing_of(&self, collection: &str) -> Option<&Arc<dyn Sharing>> {
+        self.sharing()
+            .filter(|sharing| sharing.is_shared(collection))
     }
 
     /// The accepted tokens.
@@ -406,9 +419,17 @@ pub struct ServerBuilder {
     metrics_token: Option<String>,
     drain_period: Option<Duration>,
     cors_origins: CorsOrigins,
+    sharing: Option<Arc<dyn Sharing>>,
 }
 
 impl ServerBuilder {
+    /// The sync rules: the collections they name are shared by bucket (see
+    /// [`shared`](crate::shared)); without them every collection is private to each user.
+    pub fn sharing(mut self, sharing: Arc<dyn Sharing>) -> Self {
+        self.sharing = Some(sharing);
+        self
+    }
+
     /// The storage backend (required).
     pub fn storage(self, storage: impl Storage) -> Self {
         self.storage_arc(Arc::new(storage))
@@ -543,6 +564,7 @@ impl ServerBuilder {
                 drain_period: self.drain_period.unwrap_or_default(),
                 draining: CancellationToken::new(),
                 cors_origins: self.cors_origins,
+                sharing: self.sharing,
             }),
         })
     }

@@ -18,6 +18,7 @@
 //!   mutation id reused for another row is refused (`mutation_id_reused`); version 4 added
 //!   `restore_epoch`, the database's random restore epoch ([`Storage::mark_restored`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -29,15 +30,19 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
 use crate::error::StorageError;
+use crate::shared::{Access, SharedCursor, SharedDigest, SharedPage, SharedPushOutcome};
 use crate::storage::{
     FeedPosition, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome, SeedReport,
     SeedRow, Storage, StoredDocument, check_position, new_epoch, replay_answer, seq_key, to_sql,
 };
 use crate::user::UserId;
 
+mod shared;
+
 /// The schema version this code writes (`PRAGMA user_version`): 1 was the first; 2 added
-/// `mutations.recorded_at`; 3 added `mutations.collection`; 4 added `restore_epoch`.
-const SCHEMA_VERSION: i64 = 4;
+/// `mutations.recorded_at`; 3 added `mutations.collection`; 4 added `restore_epoch`; 5 added the
+/// shared-collection tables ([`shared::SHARED_SCHEMA`]).
+const SCHEMA_VERSION: i64 = 5;
 
 /// The latest schema, for an empty database. An older file is migrated instead
 /// ([`migrate`]); both must end in the same tables, columns and indexes.
@@ -172,6 +177,8 @@ struct Inner {
     /// Reader connections of a file database; `None` in memory.
     readers: Option<ReaderPool>,
     clock: Arc<dyn Clock>,
+    /// Readable sets known to be stored ([`shared::KnownSets`]).
+    known_sets: shared::KnownSets,
 }
 
 #[derive(Debug)]
@@ -235,6 +242,7 @@ impl SqliteStorage {
                 writer: Mutex::new(writer),
                 readers,
                 clock,
+                known_sets: shared::KnownSets::default(),
             }),
         })
     }
@@ -300,6 +308,7 @@ fn prepare_writer(conn: &mut Connection, in_memory: bool, now: Timestamp) -> Res
 fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result<(), Failure> {
     if found == 0 {
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(shared::SHARED_SCHEMA)?;
         set_new_epoch(tx)?;
         return Ok(());
     }
@@ -340,6 +349,15 @@ fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result
             from = found,
             to = 4,
             "migrated the SQLite schema: restore_epoch"
+        );
+    }
+    if found < 5 {
+        // Shared collections: new tables only, nothing existing changes.
+        tx.execute_batch(shared::SHARED_SCHEMA)?;
+        tracing::info!(
+            from = found,
+            to = 5,
+            "migrated the SQLite schema: shared collections"
         );
     }
     Ok(())
@@ -426,6 +444,9 @@ enum Failure {
     Position(PositionRefusal),
     #[error("{0}")]
     Setup(String),
+    /// An error already in its final form (from the shared-collection code).
+    #[error(transparent)]
+    Done(StorageError),
 }
 
 impl Failure {
@@ -448,6 +469,7 @@ impl Failure {
                 collection,
                 source: message.into(),
             },
+            Failure::Done(error) => error,
         }
     }
 }
@@ -546,6 +568,61 @@ impl Counter {
     }
 }
 
+/// The stored answer to `change` when its mutation id was seen before (`owner`'s device and
+/// sequence number `seq`), as [`replay_answer`] makes it.
+fn replay_answer_of(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    change: &Change,
+    collection: &str,
+    seq: i64,
+) -> Result<Option<ChangeResult>, Failure> {
+    let replayed: Option<(String, Option<String>)> = tx
+        .prepare_cached(SELECT_MUTATION)?
+        .query_row(params![owner, change.mutation_id.device, seq], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((stored, recorded_collection)) = replayed else {
+        return Ok(None);
+    };
+    let original: ChangeResult =
+        serde_json::from_str(&stored).map_err(|error| Failure::Corrupt {
+            id: format!("{}/{}", change.mutation_id.device, change.mutation_id.seq),
+            message: format!("stored push result is not JSON: {error}"),
+        })?;
+    Ok(Some(replay_answer(
+        change,
+        collection,
+        recorded_collection.as_deref(),
+        original,
+    )))
+}
+
+/// Records the answer to an accepted change under its mutation id, for replays.
+fn record_answer(
+    tx: &rusqlite::Transaction<'_>,
+    now: Timestamp,
+    owner: &str,
+    collection: &str,
+    seq: i64,
+    result: &ChangeResult,
+) -> Result<(), Failure> {
+    let stored = serde_json::to_string(result).map_err(|error| Failure::Corrupt {
+        id: result.id.clone(),
+        message: format!("push result does not serialise: {error}"),
+    })?;
+    tx.prepare_cached(INSERT_MUTATION)?.execute(params![
+        owner,
+        result.mutation_id.device,
+        seq,
+        stored,
+        to_sql(now.0),
+        collection
+    ])?;
+    Ok(())
+}
+
 fn push_in(
     tx: &rusqlite::Transaction<'_>,
     now: Timestamp,
@@ -558,24 +635,8 @@ fn push_in(
     let mut results = Vec::with_capacity(changes.len());
     for change in changes {
         let seq = seq_key(change.mutation_id.seq);
-        let replayed: Option<(String, Option<String>)> = tx
-            .prepare_cached(SELECT_MUTATION)?
-            .query_row(params![owner, change.mutation_id.device, seq], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
-        if let Some((stored, recorded_collection)) = replayed {
-            let original: ChangeResult =
-                serde_json::from_str(&stored).map_err(|error| Failure::Corrupt {
-                    id: format!("{}/{}", change.mutation_id.device, change.mutation_id.seq),
-                    message: format!("stored push result is not JSON: {error}"),
-                })?;
-            results.push(replay_answer(
-                &change,
-                collection,
-                recorded_collection.as_deref(),
-                original,
-            ));
+        if let Some(answer) = replay_answer_of(tx, owner, &change, collection, seq)? {
+            results.push(answer);
             continue;
         }
         let current = tx
@@ -622,18 +683,7 @@ fn push_in(
                 sync_id,
             },
         };
-        let stored = serde_json::to_string(&result).map_err(|error| Failure::Corrupt {
-            id: result.id.clone(),
-            message: format!("push result does not serialise: {error}"),
-        })?;
-        tx.prepare_cached(INSERT_MUTATION)?.execute(params![
-            owner,
-            result.mutation_id.device,
-            seq,
-            stored,
-            to_sql(now.0),
-            collection
-        ])?;
+        record_answer(tx, now, owner, collection, seq, &result)?;
         last_written = Some(sync_id);
         results.push(result);
     }
@@ -808,6 +858,114 @@ impl Storage for SqliteStorage {
                 tx.commit()?;
                 Ok(digest)
             })
+        })
+        .await
+    }
+
+    async fn shared_pull(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        cursor: Option<SharedCursor>,
+        limit: u32,
+    ) -> Result<SharedPage, StorageError> {
+        let name = collection.to_owned();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
+        self.run("pull", collection, move |inner| {
+            let page = inner.read(|conn| {
+                let tx = conn.transaction()?;
+                let page = {
+                    let mut snapshot = shared::SqliteSnapshot {
+                        tx: &tx,
+                        collection: &name,
+                    };
+                    crate::shared::run_ready(crate::shared::pull_page(
+                        &mut snapshot,
+                        access.as_ref(),
+                        &name,
+                        cursor,
+                        limit,
+                    ))
+                    .map_err(Failure::Done)?
+                };
+                tx.commit()?;
+                Ok(page)
+            })?;
+            // The sets the cursor names are stored before the cursor is handed out.
+            let unknown: Vec<_> = {
+                let known = inner
+                    .known_sets
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                page.new_sets
+                    .iter()
+                    .filter(|set| !known.contains(&crate::shared::set_hash(set)))
+                    .cloned()
+                    .collect()
+            };
+            if !unknown.is_empty() {
+                inner.write(|tx| shared::store_sets(tx, &unknown))?;
+                let mut known = inner
+                    .known_sets
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                known.extend(unknown.iter().map(crate::shared::set_hash));
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn shared_readable(
+        &self,
+        access: Arc<dyn Access>,
+    ) -> Result<BTreeSet<String>, StorageError> {
+        self.run("readable set", "", move |inner| {
+            inner.read(|conn| shared::readable_in(conn, access.as_ref()))
+        })
+        .await
+    }
+
+    async fn shared_push(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        changes: Vec<Change>,
+    ) -> Result<SharedPushOutcome, StorageError> {
+        let name = collection.to_owned();
+        self.run("push", collection, move |inner| {
+            let now = inner.clock.now();
+            let mut touched = BTreeSet::new();
+            let mut regranted = BTreeSet::new();
+            let outcome = inner.write(|tx| {
+                shared::push_in(
+                    tx,
+                    now,
+                    access.as_ref(),
+                    &name,
+                    changes,
+                    &mut touched,
+                    &mut regranted,
+                )
+            })?;
+            Ok(SharedPushOutcome {
+                outcome,
+                touched,
+                regranted,
+            })
+        })
+        .await
+    }
+
+    async fn shared_digest(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        content: bool,
+    ) -> Result<SharedDigest, StorageError> {
+        let name = collection.to_owned();
+        self.run("digest", collection, move |inner| {
+            inner.read(|conn| shared::digest_in(conn, access.as_ref(), &name, content))
         })
         .await
     }

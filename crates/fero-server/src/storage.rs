@@ -8,6 +8,7 @@
 //! [`storage_suite`](crate::storage_suite) checks them for any backend.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fero::{SyncId, Timestamp, Version};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::StorageError;
+use crate::shared::{Access, SharedCursor, SharedDigest, SharedPage, SharedPushOutcome};
 use crate::user::UserId;
 
 /// One page of a collection's change feed.
@@ -494,6 +496,75 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// A backend error: the database cannot be reached or does not answer.
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// One page of a shared collection (one named by the sync rules) for `access`'s user after
+    /// `cursor` (`None`: from the origin): see [`shared`](crate::shared) for the guarantees.
+    ///
+    /// # Errors
+    /// [`StorageError::SharingUnsupported`] from a backend without shared collections (the
+    /// default); [`StorageError::Rules`] when the rules cannot compute the user's readable set;
+    /// the resync errors of a cursor from another epoch or ahead of the collection.
+    async fn shared_pull(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        cursor: Option<SharedCursor>,
+        limit: u32,
+    ) -> Result<SharedPage, StorageError> {
+        let _ = (access, cursor, limit);
+        Err(StorageError::SharingUnsupported {
+            collection: collection.to_owned(),
+        })
+    }
+
+    /// The readable set of `access`'s user now (its membership grants read in one snapshot).
+    ///
+    /// # Errors
+    /// [`StorageError::SharingUnsupported`] from a backend without shared collections;
+    /// [`StorageError::Rules`] when the rules cannot compute it.
+    async fn shared_readable(
+        &self,
+        access: Arc<dyn Access>,
+    ) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        let _ = access;
+        Err(StorageError::SharingUnsupported {
+            collection: String::new(),
+        })
+    }
+
+    /// Writes `changes` to a shared collection in one transaction, each routed to its bucket by
+    /// `access` (a refused change is answered `rejected` with its [`Refusal`]'s code).
+    ///
+    /// # Errors
+    /// [`StorageError::SharingUnsupported`] from a backend without shared collections.
+    async fn shared_push(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        changes: Vec<Change>,
+    ) -> Result<SharedPushOutcome, StorageError> {
+        let _ = (access, changes);
+        Err(StorageError::SharingUnsupported {
+            collection: collection.to_owned(),
+        })
+    }
+
+    /// Count and digest of the live rows of a shared collection `access`'s user may read, in one
+    /// snapshot: version 1 ([`Digest`]) when `content` is `false`, else version 2.
+    ///
+    /// # Errors
+    /// [`StorageError::SharingUnsupported`] from a backend without shared collections.
+    async fn shared_digest(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        content: bool,
+    ) -> Result<SharedDigest, StorageError> {
+        let _ = (access, content);
+        Err(StorageError::SharingUnsupported {
+            collection: collection.to_owned(),
+        })
+    }
 
     /// The connection pool's use right now, for `/metrics`; `None` (the default) for a backend
     /// without a pool of its own.

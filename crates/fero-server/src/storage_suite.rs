@@ -1352,6 +1352,12 @@ macro_rules! storage_suite_tests {
             a_scan_from_the_origin_is_served_below_the_horizon_it_started_under,
             a_mutation_id_reused_for_another_row_is_refused,
         );
+        $crate::storage_suite_tests!(@shared $mode $make;
+            shared_rows_reach_exactly_the_readers_of_their_bucket,
+            membership_moves_rows_in_and_out,
+            a_row_moving_between_buckets_moves_between_devices,
+            random_interleavings_never_leak_or_skip,
+        );
     };
     (@make required $make:expr, $clock:expr) => {
         ::std::option::Option::Some(($make)($clock).await?)
@@ -1370,6 +1376,21 @@ macro_rules! storage_suite_tests {
                     return Ok(());
                 };
                 $crate::storage_suite::$name(storage).await?;
+                Ok(())
+            }
+        )*
+    };
+    (@shared $mode:ident $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> ::std::result::Result<(), ::std::boxed::Box<dyn ::std::error::Error + Send + Sync>> {
+                let clock = $crate::storage_suite::ManualClock::new();
+                let ::std::option::Option::Some((storage, _guard)) =
+                    $crate::storage_suite_tests!(@make $mode $make, clock)
+                else {
+                    return Ok(());
+                };
+                $crate::shared_suite::$name(storage).await?;
                 Ok(())
             }
         )*

@@ -1,0 +1,513 @@
+//! Shared collections on SQLite: the tables of schema version 5, the push that routes rows to
+//! buckets, and the [`Snapshot`] the pull algorithm of [`crate::shared`] reads.
+
+use std::collections::{BTreeSet, HashSet};
+
+use fero::{SyncId, Timestamp, Version};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Failure, StoredRow, from_sql, read_epoch, replay_answer_of, to_sql};
+use crate::error::StorageError;
+use crate::shared::{
+    Access, Candidate, CurrentRow, FeedEntry, SharedDigest, SharedRow, Snapshot, counter_key,
+    set_hash,
+};
+use crate::storage::{PushOutcome, seq_key};
+
+/// The shared-collection tables (schema version 5). A row lives in one bucket; `seq` comes from
+/// the collection's counter (`counters`, key [`counter_key`]); an exit records that a row left a
+/// bucket; grants come from the membership collection's rows; sets are the readable sets cursors
+/// name by hash.
+pub(super) const SHARED_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shared_rows (
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    bucket     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    data       TEXT    NOT NULL,
+    UNIQUE (collection, id)
+);
+CREATE INDEX IF NOT EXISTS shared_rows_bucket ON shared_rows (collection, bucket, seq);
+CREATE TABLE IF NOT EXISTS shared_exits (
+    collection TEXT    NOT NULL,
+    bucket     TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    id         TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (collection, bucket, seq, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shared_grants (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    bucket     TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shared_grants_member ON shared_grants (member);
+CREATE TABLE IF NOT EXISTS shared_sets (
+    hash    TEXT NOT NULL PRIMARY KEY,
+    buckets TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+const SELECT_ROW: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
+     FROM shared_rows WHERE collection = ?1 AND id = ?2";
+const UPSERT_ROW: &str =
+    "INSERT INTO shared_rows (collection, id, bucket, version, seq, updated_at, deleted, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (collection, id) DO UPDATE SET bucket = excluded.bucket,
+         version = excluded.version, seq = excluded.seq, updated_at = excluded.updated_at,
+         deleted = excluded.deleted, data = excluded.data";
+const INSERT_EXIT: &str = "INSERT OR IGNORE INTO shared_exits (collection, bucket, seq, id, at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SELECT_GRANT: &str = "SELECT member FROM shared_grants WHERE collection = ?1 AND id = ?2";
+const DELETE_GRANT: &str = "DELETE FROM shared_grants WHERE collection = ?1 AND id = ?2";
+const INSERT_GRANT: &str =
+    "INSERT INTO shared_grants (collection, id, member, bucket) VALUES (?1, ?2, ?3, ?4)";
+const SELECT_GRANTS: &str = "SELECT DISTINCT bucket FROM shared_grants WHERE member = ?1";
+const SELECT_COUNTER: &str = "SELECT value FROM counters WHERE owner = ?1";
+const UPSERT_COUNTER: &str = "INSERT INTO counters (owner, value) VALUES (?1, ?2)
+     ON CONFLICT (owner) DO UPDATE SET value = excluded.value";
+const SELECT_SET: &str = "SELECT buckets FROM shared_sets WHERE hash = ?1";
+const INSERT_SET: &str = "INSERT OR IGNORE INTO shared_sets (hash, buckets) VALUES (?1, ?2)";
+/// The feed of a set of buckets (`?2`, a JSON array) after `?3`: rows (kind 0) and exits (kind
+/// 1, with the row's bucket now), in `seq` order, a row before the exit of its own move.
+const SELECT_FEED: &str = "WITH b(bucket) AS (SELECT value FROM json_each(?2))
+     SELECT 0, r.seq, r.id, r.bucket, r.version, r.updated_at, r.deleted, r.data
+       FROM shared_rows r
+      WHERE r.collection = ?1 AND r.bucket IN (SELECT bucket FROM b) AND r.seq > ?3
+     UNION ALL
+     SELECT 1, e.seq, e.id, c.bucket, c.version, e.at, 1, 'null'
+       FROM shared_exits e
+       LEFT JOIN shared_rows c ON c.collection = e.collection AND c.id = e.id
+      WHERE e.collection = ?1 AND e.bucket IN (SELECT bucket FROM b) AND e.seq > ?3
+     ORDER BY 2, 1 LIMIT ?4";
+const SELECT_BUCKET_ROWS: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
+     FROM shared_rows WHERE collection = ?1 AND bucket = ?2 AND seq > ?3 AND deleted = 0
+     ORDER BY seq LIMIT ?4";
+/// Rows in the buckets `?2` now, or that left them after `?3`, with id above `?4`, in id order.
+const SELECT_CANDIDATES: &str = "WITH d(bucket) AS (SELECT value FROM json_each(?2)),
+     ids(id) AS (
+         SELECT id FROM shared_rows
+          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND id > ?4
+         UNION
+         SELECT id FROM shared_exits
+          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND seq > ?3 AND id > ?4)
+     SELECT ids.id, r.bucket, r.version, r.seq, r.updated_at
+       FROM ids LEFT JOIN shared_rows r ON r.collection = ?1 AND r.id = ids.id
+      ORDER BY ids.id LIMIT ?5";
+const SELECT_READABLE_LIVE: &str = "SELECT id, version, data FROM shared_rows
+     WHERE collection = ?1 AND deleted = 0 AND bucket IN (SELECT value FROM json_each(?2))";
+
+fn json_list(set: &BTreeSet<String>) -> String {
+    serde_json::to_string(set).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn to_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl StoredRow {
+    /// A shared row: the [`StoredRow`] columns, then its bucket.
+    fn read_shared(row: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredRow, String)> {
+        Ok((StoredRow::read(row)?, row.get(6)?))
+    }
+}
+
+fn shared_row((row, bucket): (StoredRow, String)) -> Result<SharedRow, Failure> {
+    Ok(SharedRow {
+        doc: row.into_stored()?,
+        bucket,
+    })
+}
+
+/// The buckets the membership rows grant `user`.
+fn grants_of(conn: &Connection, user: &str) -> Result<Vec<String>, Failure> {
+    let mut statement = conn.prepare_cached(SELECT_GRANTS)?;
+    let grants = statement
+        .query_map(params![user], |row| row.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(grants)
+}
+
+/// The pull's read transaction, as the algorithm's [`Snapshot`].
+pub(super) struct SqliteSnapshot<'a> {
+    pub(super) tx: &'a rusqlite::Transaction<'a>,
+    pub(super) collection: &'a str,
+}
+
+impl SqliteSnapshot<'_> {
+    fn fail(&self, failure: impl Into<Failure>) -> StorageError {
+        failure.into().into_storage("pull", self.collection)
+    }
+}
+
+impl Snapshot for SqliteSnapshot<'_> {
+    async fn grants(&mut self, user: &str) -> Result<Vec<String>, StorageError> {
+        grants_of(self.tx, user).map_err(|f| self.fail(f))
+    }
+
+    async fn head(&mut self, collection: &str) -> Result<u64, StorageError> {
+        let head: Option<i64> = self
+            .tx
+            .prepare_cached(SELECT_COUNTER)
+            .and_then(|mut s| {
+                s.query_row(params![counter_key(collection)], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.fail(e))?;
+        from_sql(head.unwrap_or(0), collection, "counter").map_err(|f| self.fail(f))
+    }
+
+    async fn epoch(&mut self) -> Result<Option<u64>, StorageError> {
+        read_epoch(self.tx).map_err(|f| self.fail(f))
+    }
+
+    async fn set(&mut self, hash: &str) -> Result<Option<BTreeSet<String>>, StorageError> {
+        let text: Option<String> = self
+            .tx
+            .prepare_cached(SELECT_SET)
+            .and_then(|mut s| s.query_row(params![hash], |row| row.get(0)).optional())
+            .map_err(|e| self.fail(e))?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|error| {
+                self.fail(Failure::Corrupt {
+                    id: format!("set {hash}"),
+                    message: format!("stored readable set is not a JSON list: {error}"),
+                })
+            })
+        })
+        .transpose()
+    }
+
+    async fn feed(
+        &mut self,
+        collection: &str,
+        buckets: &BTreeSet<String>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StorageError> {
+        let read = || -> Result<Vec<FeedEntry>, Failure> {
+            let mut statement = self.tx.prepare_cached(SELECT_FEED)?;
+            let mut rows = statement.query(params![
+                collection,
+                json_list(buckets),
+                to_sql(after),
+                to_limit(limit)
+            ])?;
+            let mut entries = Vec::new();
+            while let Some(row) = rows.next()? {
+                let kind: i64 = row.get(0)?;
+                let id: String = row.get(2)?;
+                if kind == 0 {
+                    let stored = StoredRow {
+                        id,
+                        sync_id: row.get(1)?,
+                        version: row.get(4)?,
+                        updated_at: row.get(5)?,
+                        deleted: row.get(6)?,
+                        data: row.get(7)?,
+                    };
+                    entries.push(FeedEntry::Row(SharedRow {
+                        doc: stored.into_stored()?,
+                        bucket: row.get(3)?,
+                    }));
+                } else {
+                    let version: Option<i64> = row.get(4)?;
+                    entries.push(FeedEntry::Exit {
+                        seq: from_sql(row.get(1)?, &id, "seq")?,
+                        at: from_sql(row.get(5)?, &id, "at")?,
+                        version: from_sql(version.unwrap_or(0), &id, "version")?,
+                        current: row.get(3)?,
+                        id,
+                    });
+                }
+            }
+            Ok(entries)
+        };
+        read().map_err(|f| self.fail(f))
+    }
+
+    async fn bucket_rows(
+        &mut self,
+        collection: &str,
+        bucket: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SharedRow>, StorageError> {
+        let read = || -> Result<Vec<SharedRow>, Failure> {
+            let mut statement = self.tx.prepare_cached(SELECT_BUCKET_ROWS)?;
+            let rows = statement.query_map(
+                params![collection, bucket, to_sql(after), to_limit(limit)],
+                StoredRow::read_shared,
+            )?;
+            let mut found = Vec::new();
+            for row in rows {
+                found.push(shared_row(row?)?);
+            }
+            Ok(found)
+        };
+        read().map_err(|f| self.fail(f))
+    }
+
+    async fn candidates(
+        &mut self,
+        collection: &str,
+        buckets: &BTreeSet<String>,
+        since: u64,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StorageError> {
+        let read = || -> Result<Vec<Candidate>, Failure> {
+            let mut statement = self.tx.prepare_cached(SELECT_CANDIDATES)?;
+            let mut rows = statement.query(params![
+                collection,
+                json_list(buckets),
+                to_sql(since),
+                after_id.unwrap_or(""),
+                to_limit(limit)
+            ])?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                let number = |index: usize, what: &str| -> Result<u64, Failure> {
+                    let value: Option<i64> = row.get(index)?;
+                    from_sql(value.unwrap_or(0), &id, what)
+                };
+                found.push(Candidate {
+                    current: row.get(1)?,
+                    version: number(2, "version")?,
+                    seq: number(3, "seq")?,
+                    updated_at: number(4, "updated_at")?,
+                    id,
+                });
+            }
+            Ok(found)
+        };
+        read().map_err(|f| self.fail(f))
+    }
+}
+
+/// Stores readable sets a page's cursor names, in the caller's write transaction.
+pub(super) fn store_sets(
+    tx: &rusqlite::Transaction<'_>,
+    sets: &[BTreeSet<String>],
+) -> Result<(), Failure> {
+    for set in sets {
+        tx.prepare_cached(INSERT_SET)?
+            .execute(params![set_hash(set), json_list(set)])?;
+    }
+    Ok(())
+}
+
+/// Writes `changes` to the shared `collection`, routed by `access`, in the caller's write
+/// transaction; see [`Storage::shared_push`](crate::Storage::shared_push).
+pub(super) fn push_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: Timestamp,
+    access: &dyn Access,
+    collection: &str,
+    changes: Vec<Change>,
+    touched: &mut BTreeSet<String>,
+    regranted: &mut BTreeSet<String>,
+) -> Result<PushOutcome, Failure> {
+    let user = access.user().as_str();
+    let readable = access.readable(&grants_of(tx, user)?);
+    let key = counter_key(collection);
+    let mut next: i64 = tx
+        .prepare_cached(SELECT_COUNTER)?
+        .query_row(params![key], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let start = next;
+    let membership = access.is_membership(collection);
+    let mut last_written = None;
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let seq_key_ = seq_key(change.mutation_id.seq);
+        if let Some(answer) = replay_answer_of(tx, user, &change, collection, seq_key_)? {
+            results.push(answer);
+            continue;
+        }
+        let readable = match &readable {
+            Ok(readable) => readable,
+            Err(refusal) => {
+                results.push(rejected(change, refusal.code(), refusal.message()));
+                continue;
+            }
+        };
+        let current = tx
+            .prepare_cached(SELECT_ROW)?
+            .query_row(params![collection, change.id], StoredRow::read_shared)
+            .optional()?;
+        let routed = access.route(
+            collection,
+            readable,
+            &change,
+            current.as_ref().map(|(row, bucket)| CurrentRow {
+                bucket,
+                data: &row.data,
+                deleted: row.deleted,
+            }),
+        );
+        let routed = match routed {
+            Ok(routed) => routed,
+            Err(refusal) => {
+                results.push(rejected(change, refusal.code(), refusal.message()));
+                continue;
+            }
+        };
+        let current_version = current
+            .as_ref()
+            .map(|(row, _)| from_sql(row.version, &row.id, "version"))
+            .transpose()?;
+        if current_version != change.base_version.map(|base| base.0) {
+            let server = current.map(|(row, _)| row.into_document()).transpose()?;
+            results.push(ChangeResult {
+                id: change.id,
+                mutation_id: change.mutation_id,
+                outcome: ChangeOutcome::Conflict { server },
+            });
+            continue;
+        }
+        let version = current_version.unwrap_or(0).saturating_add(1);
+        next += 1;
+        let old_bucket = current.as_ref().map(|(_, bucket)| bucket.clone());
+        let data = match (change.deleted, current) {
+            (true, Some((row, _))) => row.data,
+            (true, None) => "null".to_owned(),
+            (false, _) => change.data.to_string(),
+        };
+        tx.prepare_cached(UPSERT_ROW)?.execute(params![
+            collection,
+            change.id,
+            routed.bucket,
+            to_sql(version),
+            next,
+            to_sql(now.0),
+            change.deleted,
+            data
+        ])?;
+        if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
+            tx.prepare_cached(INSERT_EXIT)?.execute(params![
+                collection,
+                old,
+                next,
+                change.id,
+                to_sql(now.0)
+            ])?;
+            touched.insert(old);
+        }
+        touched.insert(routed.bucket.clone());
+        if membership {
+            let before: Option<String> = tx
+                .prepare_cached(SELECT_GRANT)?
+                .query_row(params![collection, change.id], |row| row.get(0))
+                .optional()?;
+            regranted.extend(before);
+            tx.prepare_cached(DELETE_GRANT)?
+                .execute(params![collection, change.id])?;
+            if let Some((member, bucket)) = routed.grant.filter(|_| !change.deleted) {
+                tx.prepare_cached(INSERT_GRANT)?
+                    .execute(params![collection, change.id, member, bucket])?;
+                regranted.insert(member);
+            }
+        }
+        let sync_id = SyncId(from_sql(next, &change.id, "seq")?);
+        let result = ChangeResult {
+            id: change.id,
+            mutation_id: change.mutation_id,
+            outcome: ChangeOutcome::Accepted {
+                version: Version(version),
+                sync_id,
+            },
+        };
+        super::record_answer(tx, now, user, collection, seq_key_, &result)?;
+        last_written = Some(sync_id);
+        results.push(result);
+    }
+    if next != start {
+        tx.prepare_cached(UPSERT_COUNTER)?
+            .execute(params![key, next])?;
+    }
+    Ok(PushOutcome {
+        results,
+        last_written,
+    })
+}
+
+fn rejected(change: Change, code: &str, message: &str) -> ChangeResult {
+    ChangeResult {
+        id: change.id,
+        mutation_id: change.mutation_id,
+        outcome: ChangeOutcome::Rejected {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    }
+}
+
+/// The digest of the live rows of `collection` whose bucket `access`'s user may read.
+pub(super) fn digest_in(
+    conn: &mut Connection,
+    access: &dyn Access,
+    collection: &str,
+    content: bool,
+) -> Result<SharedDigest, Failure> {
+    let tx = conn.transaction()?;
+    let readable = access
+        .readable(&grants_of(&tx, access.user().as_str())?)
+        .map_err(|refusal| {
+            Failure::Done(StorageError::Rules {
+                collection: collection.to_owned(),
+                message: refusal.message().to_owned(),
+            })
+        })?;
+    let mut v1 = Digest::default();
+    let mut v2 = ContentDigest::default();
+    {
+        let mut statement = tx.prepare_cached(SELECT_READABLE_LIVE)?;
+        let mut rows = statement.query(params![collection, json_list(&readable)])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let version = from_sql(row.get(1)?, id, "version")?;
+            if content {
+                let data = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+                v2.add_json(id, version, data)
+                    .map_err(|error| Failure::Corrupt {
+                        id: id.to_owned(),
+                        message: format!("data is not JSON: {error}"),
+                    })?;
+            } else {
+                v1.add(id, version);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(if content {
+        SharedDigest::V2(v2)
+    } else {
+        SharedDigest::V1(v1)
+    })
+}
+
+/// Hashes of readable sets known to be stored (a cache, so that a pull whose set is stored
+/// already does not take the writer).
+pub(super) type KnownSets = std::sync::Mutex<HashSet<String>>;
+
+/// The readable set of `access`'s user, from the grants in one read.
+pub(super) fn readable_in(
+    conn: &mut Connection,
+    access: &dyn Access,
+) -> Result<BTreeSet<String>, Failure> {
+    let grants = grants_of(conn, access.user().as_str())?;
+    access.readable(&grants).map_err(|refusal| {
+        Failure::Done(StorageError::Rules {
+            collection: String::new(),
+            message: refusal.message().to_owned(),
+        })
+    })
+}
