@@ -424,7 +424,8 @@ impl Rng {
 }
 
 /// Seeded random interleavings of writes, moves between buckets, deletions, membership grants
-/// and removals, and partial pulls by several devices with small pages. After every page no
+/// and removals, and partial pulls by several devices with small pages, under faults (answers
+/// lost on the way, devices falling back to an older copy of themselves with its old cursor). After every page no
 /// device holds a row its user could not read when the page was served (checked in
 /// [`Device::sync`] against the model's readable set), and after a final pull every device holds
 /// exactly the live rows of its user's readable buckets, at their latest versions.
@@ -480,6 +481,7 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
         set.insert("global".to_owned());
         set
     };
+    let mut saved: Vec<Option<Device>> = vec![None; devices.len()];
     let mut mutation = 0u64;
     let device = format!("admin{seed}-dev");
     for _step in 0..120 {
@@ -551,23 +553,36 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
             _ => {
                 // A device pulls a little (one to three pages of 1 to 4 rows), leaving a
                 // transition half done at times.
+                // Faults: a page's answer may be lost (served, never applied: the device asks
+                // again from the same cursor), and a device may fall back to a copy of itself
+                // saved earlier (its file restored from a backup), whose old cursor the server
+                // must still serve correctly.
                 let pick = rng.below(devices.len() as u64) as usize;
                 let limit = 1 + rng.below(4) as u32;
                 let pages = 1 + rng.below(3);
                 let (user, device) = &mut devices[pick];
                 let allowed = readable_of(&grants, *user);
                 let access = access_of(*user);
+                if rng.below(10) == 0 {
+                    saved[pick] = Some(device.clone());
+                }
+                if rng.below(15) == 0 {
+                    if let Some(old) = saved[pick].clone() {
+                        *device = old;
+                    }
+                }
                 for _ in 0..pages {
                     let page = storage
                         .shared_pull(Arc::clone(&access), TASKS, device.cursor.clone(), limit)
                         .await?;
-                    let mut one = Device {
-                        rows: std::mem::take(&mut device.rows),
-                        cursor: device.cursor.clone(),
-                    };
                     assert_eq!(page.readable, allowed, "seed {seed}: readable set");
+                    let mut one = device.clone();
                     for item in &page.items {
                         one.apply(item, access.user(), &allowed);
+                    }
+                    if rng.below(8) == 0 {
+                        // The answer was lost on the way: nothing applied.
+                        continue;
                     }
                     one.cursor = Some(page.cursor);
                     *device = one;

@@ -33,6 +33,20 @@ impl TestServer {
         Self::serve_at(Arc::new(storage), db, addr, new_runtime())
     }
 
+    /// Starts a server on a new port with the database file `db` and the sync rules of the
+    /// storage suite (`TeamSharing`: `tasks` and `members` are shared by team).
+    #[allow(dead_code)]
+    pub(crate) fn start_shared(db: &Path) -> TestServer {
+        let storage = SqliteStorage::open(db).unwrap();
+        Self::serve_with(
+            Arc::new(storage),
+            db,
+            "127.0.0.1:0".parse().unwrap(),
+            new_runtime(),
+            Some(Arc::new(fero_server::shared_suite::TeamSharing)),
+        )
+    }
+
     /// Starts a server at `addr` on the PostgreSQL database at `url` (its storage connects on the
     /// server's own runtime, so crashing the server drops every connection).
     pub(crate) fn start_postgres_at(url: &str, addr: SocketAddr) -> TestServer {
@@ -54,12 +68,24 @@ impl TestServer {
         addr: SocketAddr,
         runtime: tokio::runtime::Runtime,
     ) -> TestServer {
-        let server = Server::builder()
+        Self::serve_with(storage, db, addr, runtime, None)
+    }
+
+    fn serve_with(
+        storage: Arc<dyn Storage>,
+        db: &Path,
+        addr: SocketAddr,
+        runtime: tokio::runtime::Runtime,
+        sharing: Option<Arc<dyn fero_server::shared::Sharing>>,
+    ) -> TestServer {
+        let mut builder = Server::builder()
             .storage_arc(storage)
             .tokens(Tokens::parse_list(TOKENS).unwrap())
-            .keep_alive(Duration::from_secs(1))
-            .build()
-            .unwrap();
+            .keep_alive(Duration::from_secs(1));
+        if let Some(sharing) = sharing {
+            builder = builder.sharing(sharing);
+        }
+        let server = builder.build().unwrap();
         // std's bind sets SO_REUSEADDR on Unix, so a restarted server gets its old port back.
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
