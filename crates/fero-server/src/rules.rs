@@ -201,8 +201,9 @@ pub enum RuleError {
     },
     /// The expression yielded a value of the wrong type.
     #[error(
-        "rule {key} `{expression}`{} yields a {got}, expected {expected}",
-        in_collection(.collection)
+        "rule {key} `{expression}`{} yields {}, expected {expected}",
+        in_collection(.collection),
+        with_article(.got)
     )]
     WrongType {
         /// The ruled collection, when the rule belongs to one.
@@ -239,6 +240,12 @@ impl RuleError {
             | RuleError::BadName { key, .. } => key,
         }
     }
+}
+
+/// `an int`, `a string`.
+fn with_article(noun: &str) -> String {
+    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {noun}", if vowel { "an" } else { "a" })
 }
 
 fn in_collection(collection: &Option<String>) -> String {
@@ -366,7 +373,12 @@ impl Expr {
         }
     }
 
-    fn wrong_type(&self, collection: Option<&str>, expected: &'static str, got: &Value) -> RuleError {
+    fn wrong_type(
+        &self,
+        collection: Option<&str>,
+        expected: &'static str,
+        got: &Value,
+    ) -> RuleError {
         RuleError::WrongType {
             collection: collection.map(str::to_owned),
             key: self.key.clone(),
@@ -461,7 +473,10 @@ fn describe(error: &ExecutionError, source: &str) -> String {
             right.type_of()
         ),
         ExecutionError::UnsupportedUnaryOperator(operator, value) => {
-            format!("operator {operator} does not apply to a {}", value.type_of())
+            format!(
+                "operator {operator} does not apply to a {}",
+                value.type_of()
+            )
         }
         ExecutionError::UnsupportedBinaryOperator(operator, left, right) => format!(
             "operator {operator} does not apply to a {} and a {}",
@@ -868,7 +883,9 @@ impl Rules {
         let root = &self.inner.root;
         let user = match membership.user.eval(root, Some(collection), &vars)? {
             Value::String(user) if user.is_empty() => {
-                return Err(membership.user.bad_name(Some(collection), "an empty user id"));
+                return Err(membership
+                    .user
+                    .bad_name(Some(collection), "an empty user id"));
             }
             Value::String(user) => user.as_str().to_owned(),
             other => {
@@ -879,7 +896,9 @@ impl Rules {
                 ));
             }
         };
-        let bucket = membership.bucket.eval_bucket(root, Some(collection), &vars)?;
+        let bucket = membership
+            .bucket
+            .eval_bucket(root, Some(collection), &vars)?;
         Ok(Some((user, bucket)))
     }
 }
@@ -1031,7 +1050,7 @@ impl<'t> Loader<'t> {
         match value.get_ref() {
             DeValue::Table(table) => Some(table),
             other => {
-                let message = format!("must be a table, not a {}", other.type_str());
+                let message = format!("must be a table, not {}", with_article(other.type_str()));
                 self.error(value.span().start, key, message);
                 None
             }
@@ -1071,8 +1090,8 @@ impl<'t> Loader<'t> {
                         }
                         other => {
                             let message = format!(
-                                "must be a string naming a ruled collection, not a {}",
-                                other.type_str()
+                                "must be a string naming a ruled collection, not {}",
+                                with_article(other.type_str())
                             );
                             self.error(value.span().start, "[membership].collection", message);
                         }
@@ -1111,7 +1130,11 @@ impl<'t> Loader<'t> {
         for (name, value) in table.iter() {
             let table_key = collection_key(name.get_ref());
             if name.get_ref().is_empty() {
-                self.error(name.span().start, table_key, "a collection name cannot be empty");
+                self.error(
+                    name.span().start,
+                    table_key,
+                    "a collection name cannot be empty",
+                );
                 continue;
             }
             let Some(rules) = self.table(value, &table_key) else {
@@ -1129,7 +1152,10 @@ impl<'t> Loader<'t> {
                     "write" => {
                         write = self.compile(value, format!("{table_key}.write"), Kind::Write);
                         // The default, spelled out: decided without the interpreter.
-                        if write.as_ref().is_some_and(|w| w.source.trim() == DEFAULT_WRITE) {
+                        if write
+                            .as_ref()
+                            .is_some_and(|w| w.source.trim() == DEFAULT_WRITE)
+                        {
                             write = None;
                         }
                     }
@@ -1159,8 +1185,8 @@ impl<'t> Loader<'t> {
         let span = value.span();
         let DeValue::String(source) = value.get_ref() else {
             let message = format!(
-                "must be a string holding a CEL expression, not a {}",
-                value.get_ref().type_str()
+                "must be a string holding a CEL expression, not {}",
+                with_article(value.get_ref().type_str())
             );
             self.error(span.start, key, message);
             return None;
@@ -1187,7 +1213,11 @@ impl<'t> Loader<'t> {
                 return None;
             }
             Err(_) => {
-                self.error(span.start, key, "CEL syntax error: the parser failed");
+                self.error(
+                    span.start,
+                    key,
+                    "CEL syntax error: the expression cannot be parsed (check its brackets)",
+                );
                 return None;
             }
         };
@@ -1216,7 +1246,12 @@ impl<'t> Loader<'t> {
     /// The byte offset in the file of a position `(line, column)` inside an expression, when
     /// the string is written so that its text maps one to one onto the file (a one-line
     /// literal string, or a basic one without escapes); else the string's start.
-    fn expression_offset(&self, span: Range<usize>, source: &str, position: (isize, isize)) -> usize {
+    fn expression_offset(
+        &self,
+        span: Range<usize>,
+        source: &str,
+        position: (isize, isize),
+    ) -> usize {
         let raw = self.text.get(span.clone()).unwrap_or("");
         let verbatim = (raw.starts_with('\'') && !raw.starts_with("'''"))
             || (raw.starts_with('"') && !raw.starts_with("\"\"\"") && !raw.contains('\\'));
@@ -1330,7 +1365,10 @@ mod tests {
         let mine = json!({ "team_id": 7, "title": "ship", "done": false });
         let theirs = json!({ "team_id": 8, "title": "plan", "done": true });
         assert_eq!(tasks.bucket_of(&mine, &ada, "t1", false).unwrap(), "team:7");
-        assert_eq!(tasks.bucket_of(&theirs, &ada, "t2", false).unwrap(), "team:8");
+        assert_eq!(
+            tasks.bucket_of(&theirs, &ada, "t2", false).unwrap(),
+            "team:8"
+        );
         assert_eq!(
             tasks.route(&mine, &ada, "t1", false).unwrap(),
             Decision {
@@ -1338,45 +1376,92 @@ mod tests {
             }
         );
         assert!(tasks.may_write("team:7", &mine, &ada, "t1", false).unwrap());
-        assert!(!tasks.may_write("team:8", &theirs, &ada, "t2", false).unwrap());
+        assert!(
+            !tasks
+                .may_write("team:8", &theirs, &ada, "t2", false)
+                .unwrap()
+        );
         // A delete is decided on the stored data alike.
-        assert!(!tasks.may_write("team:8", &theirs, &ada, "t2", true).unwrap());
+        assert!(
+            !tasks
+                .may_write("team:8", &theirs, &ada, "t2", true)
+                .unwrap()
+        );
 
         let notes = rules.collection("notes").unwrap();
         let note = json!({ "text": "hi" });
-        assert_eq!(notes.bucket_of(&note, &ada, "n1", false).unwrap(), "user:ada");
-        assert!(notes.may_write("user:ada", &note, &ada, "n1", false).unwrap());
-        assert!(!notes.may_write("user:bob", &note, &ada, "n1", false).unwrap());
+        assert_eq!(
+            notes.bucket_of(&note, &ada, "n1", false).unwrap(),
+            "user:ada"
+        );
+        assert!(
+            notes
+                .may_write("user:ada", &note, &ada, "n1", false)
+                .unwrap()
+        );
+        assert!(
+            !notes
+                .may_write("user:bob", &note, &ada, "n1", false)
+                .unwrap()
+        );
 
         let members = rules.collection("members").unwrap();
         let membership = json!({ "user_id": "bob", "team_id": 7 });
-        assert_eq!(members.bucket_of(&membership, &ada, "m1", false).unwrap(), "team:7");
-        assert!(!members.may_write("team:7", &membership, &ada, "m1", false).unwrap());
+        assert_eq!(
+            members.bucket_of(&membership, &ada, "m1", false).unwrap(),
+            "team:7"
+        );
+        assert!(
+            !members
+                .may_write("team:7", &membership, &ada, "m1", false)
+                .unwrap()
+        );
         let admin = user(&rules, "eve", &json!({ "teams": [1], "roles": ["admin"] }));
-        assert!(members.may_write("team:7", &membership, &admin, "m1", false).unwrap());
+        assert!(
+            members
+                .may_write("team:7", &membership, &admin, "m1", false)
+                .unwrap()
+        );
     }
 
     #[test]
     fn readable_buckets_join_the_defaults_the_claims_and_the_grants() {
         let rules = team_rules();
         let claims = json!({ "teams": [7, "x", 7] });
-        let ada = Principal { id: "ada", claims: &claims };
+        let ada = Principal {
+            id: "ada",
+            claims: &claims,
+        };
         let grants = vec!["team:9".to_owned(), "team:7".to_owned()];
         let readable = rules.readable_buckets(&ada, &grants).unwrap();
-        assert_eq!(readable, set(&["global", "team:7", "team:9", "team:x", "user:ada"]));
+        assert_eq!(
+            readable,
+            set(&["global", "team:7", "team:9", "team:x", "user:ada"])
+        );
     }
 
     #[test]
     fn readable_buckets_without_the_claim_are_the_defaults() {
         let rules = team_rules();
-        for claims in [json!(null), json!({}), json!({ "teams": [] }), json!([1, 2])] {
-            let ada = Principal { id: "ada", claims: &claims };
+        for claims in [
+            json!(null),
+            json!({}),
+            json!({ "teams": [] }),
+            json!([1, 2]),
+        ] {
+            let ada = Principal {
+                id: "ada",
+                claims: &claims,
+            };
             let readable = rules.readable_buckets(&ada, &[]).unwrap();
             assert_eq!(readable, set(&["global", "user:ada"]), "claims {claims}");
         }
         let plain = Rules::parse("[collections.tasks]\nbucket = '\"global\"'\n", "r").unwrap();
         let claims = json!({ "teams": [7] });
-        let ada = Principal { id: "ada", claims: &claims };
+        let ada = Principal {
+            id: "ada",
+            claims: &claims,
+        };
         let grants = vec!["team:3".to_owned()];
         let readable = plain.readable_buckets(&ada, &grants).unwrap();
         assert_eq!(readable, set(&["global", "team:3", "user:ada"]));
@@ -1394,7 +1479,10 @@ mod tests {
         )
         .unwrap();
         let claims = json!({ "teams": [7] });
-        let ada = Principal { id: "ada", claims: &claims };
+        let ada = Principal {
+            id: "ada",
+            claims: &claims,
+        };
         let readable = set(&["global", "team:7", "user:ada"]);
         let context = rules.user_context(&ada, &readable);
         assert_eq!(context.id(), "ada");
@@ -1423,7 +1511,10 @@ mod tests {
         assert_eq!(bucket, "log:log:e1");
         assert!(log.may_write(&bucket, &row, &ada, "e1", false).unwrap());
         assert!(!log.may_write(&bucket, &row, &ada, "e1", true).unwrap());
-        assert!(!log.may_write(&bucket, &json!({ "n": 1 }), &ada, "e1", false).unwrap());
+        assert!(
+            !log.may_write(&bucket, &json!({ "n": 1 }), &ada, "e1", false)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -1437,9 +1528,14 @@ mod tests {
         assert_eq!(rules.grant_of("tasks", &row).unwrap(), None);
         assert_eq!(rules.grant_of("contacts", &row).unwrap(), None);
 
-        let error = rules.grant_of("members", &json!({ "team_id": 7 })).unwrap_err();
+        let error = rules
+            .grant_of("members", &json!({ "team_id": 7 }))
+            .unwrap_err();
         assert_eq!(error.key(), "[membership].user");
-        assert!(error.to_string().contains("no such key `user_id`"), "{error}");
+        assert!(
+            error.to_string().contains("no such key `user_id`"),
+            "{error}"
+        );
         let error = rules
             .grant_of("members", &json!({ "user_id": 5, "team_id": 7 }))
             .unwrap_err();
@@ -1480,7 +1576,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "rule [collections.c].bucket `data.team_id` (collection \"c\") yields a int, \
+            "rule [collections.c].bucket `data.team_id` (collection \"c\") yields an int, \
              expected a string (the bucket name)"
         );
     }
@@ -1507,7 +1603,10 @@ mod tests {
             let text = format!("[access]\nread = '{read}'\n");
             let rules = Rules::parse(&text, "r").unwrap();
             let claims = json!({ "teams": "seven" });
-            let ada = Principal { id: "ada", claims: &claims };
+            let ada = Principal {
+                id: "ada",
+                claims: &claims,
+            };
             let error = rules.readable_buckets(&ada, &[]).unwrap_err();
             assert_eq!(error.key(), "[access].read", "{read}");
             assert!(!error.to_string().contains("seven"), "{error}");
@@ -1524,7 +1623,9 @@ mod tests {
             ("x".repeat(201), "a bucket name longer than 200 bytes"),
             ("a\0b".to_owned(), "a bucket name holding U+0000"),
         ] {
-            let error = c.bucket_of(&json!({ "b": name }), &ada, "1", false).unwrap_err();
+            let error = c
+                .bucket_of(&json!({ "b": name }), &ada, "1", false)
+                .unwrap_err();
             assert!(
                 matches!(&error, RuleError::BadName { problem: p, .. } if *p == problem),
                 "{error:?}"
@@ -1532,7 +1633,8 @@ mod tests {
         }
         let longest = "x".repeat(MAX_BUCKET_BYTES);
         assert_eq!(
-            c.bucket_of(&json!({ "b": longest }), &ada, "1", false).unwrap(),
+            c.bucket_of(&json!({ "b": longest }), &ada, "1", false)
+                .unwrap(),
             longest
         );
     }
@@ -1550,7 +1652,10 @@ mod tests {
             // A comprehension over a string: a panic inside the interpreter.
             ("data.tags.map(t, t)[0]", json!({ "tags": SECRET })),
             // Comparing a string and a map.
-            ("data.team < data.nested ? \"a\" : \"b\"", json!({ "team": SECRET, "nested": { "v": SECRET } })),
+            (
+                "data.team < data.nested ? \"a\" : \"b\"",
+                json!({ "team": SECRET, "nested": { "v": SECRET } }),
+            ),
             // A wrong result type.
             ("data.nested", json!({ "nested": { "v": SECRET } })),
         ];
@@ -1564,7 +1669,10 @@ mod tests {
                 .unwrap_err();
             let shown = format!("{error} {error:?}");
             assert!(!shown.contains("secret"), "{bucket}: {shown}");
-            assert!(shown.contains(bucket), "{bucket}: names the expression: {shown}");
+            assert!(
+                shown.contains(bucket),
+                "{bucket}: names the expression: {shown}"
+            );
         }
     }
 
@@ -1574,7 +1682,10 @@ mod tests {
         let copy = rules.clone();
         assert!(Arc::ptr_eq(&rules.inner, &copy.inner));
         let shown = format!("{rules:?}");
-        assert!(shown.contains("tasks") && shown.contains("members"), "{shown}");
+        assert!(
+            shown.contains("tasks") && shown.contains("members"),
+            "{shown}"
+        );
     }
 
     /// A team id as a claim or a field holds: a JSON number or the same number as a string.

@@ -48,7 +48,10 @@ fn the_worked_example_loads() {
 fn a_missing_file_is_a_read_error_naming_it() {
     let error = Rules::load("/nonexistent/rules.toml").unwrap_err();
     assert!(matches!(error, RulesError::Read { .. }), "{error:?}");
-    assert!(error.to_string().contains("/nonexistent/rules.toml"), "{error}");
+    assert!(
+        error.to_string().contains("/nonexistent/rules.toml"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -136,7 +139,8 @@ fn a_membership_collection_must_be_ruled() {
 
 #[test]
 fn an_expression_may_name_only_its_own_variables() {
-    let (line, _, key, message, _) = refused("[access]\nread = '[\"team:\" + string(data.team)]'\n");
+    let (line, _, key, message, _) =
+        refused("[access]\nread = '[\"team:\" + string(data.team)]'\n");
     assert_eq!((line, key.as_str()), (2, "[access].read"));
     assert!(message.contains("`data` is not available"), "{message}");
 
@@ -155,7 +159,10 @@ fn an_expression_may_name_only_its_own_variables() {
 fn values_of_the_wrong_type_are_refused() {
     let (line, _, key, message, _) = refused("[collections.c]\nbucket = 7\n");
     assert_eq!((line, key.as_str()), (2, "[collections.c].bucket"));
-    assert!(message.contains("must be a string holding a CEL expression"), "{message}");
+    assert!(
+        message.contains("must be a string holding a CEL expression"),
+        "{message}"
+    );
 
     let (_, _, key, message, _) = refused("collections = 3\n");
     assert_eq!(key, "[collections]");
@@ -169,8 +176,21 @@ fn values_of_the_wrong_type_are_refused() {
 #[test]
 fn the_first_error_in_the_file_is_reported() {
     // Tables are read in key order (`notes` before `tasks`); the report follows the file.
-    let (line, _, key, _, _) = refused(
-        "[collections.tasks]\nbucket = '(('\n[collections.notes]\nbucket = '))'\n",
-    );
+    let (line, _, key, _, _) =
+        refused("[collections.tasks]\nbucket = '(('\n[collections.notes]\nbucket = '))'\n");
     assert_eq!((line, key.as_str()), (2, "[collections.tasks].bucket"));
+}
+
+#[test]
+fn an_expression_the_parser_chokes_on_is_refused_and_parsing_goes_on() {
+    // The CEL parser panics on some unbalanced input; the load turns that into an error,
+    // and later loads in the same process still work.
+    for bad in ["((", "))", "[[", "data.x)"] {
+        let text = format!("[collections.c]\nbucket = '{bad}'\n");
+        let (line, _, key, message, _) = refused(&text);
+        assert_eq!((line, key.as_str()), (2, "[collections.c].bucket"), "{bad}");
+        assert!(message.starts_with("CEL syntax error"), "{bad}: {message}");
+        let good = Rules::parse("[collections.c]\nbucket = '\"global\"'\n", "ok.toml");
+        assert!(good.is_ok(), "after {bad}: {good:?}");
+    }
 }
