@@ -449,15 +449,24 @@ fn describe(error: &ExecutionError, source: &str) -> String {
             format!("unsupported argument of type {}", target.type_of())
         }
         ExecutionError::NotSupportedAsMethod { method, target } => format!(
-            "method{} is not supported on a {}",
+            "method{} is not supported on {}",
             name(method),
-            target.type_of()
+            typed(target)
         ),
         ExecutionError::UnsupportedKeyType(value) => {
-            format!("a {} cannot be a map key", value.type_of())
+            format!("{} cannot be a map key", typed(value))
         }
         ExecutionError::UnexpectedType { got, want } => {
-            format!("unexpected type: got {got}, want {want}")
+            // `got` is the value's debug form (`String("...")`): keep its variant name only.
+            let got: String = got
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            format!(
+                "unexpected type: got {}, want {}",
+                got.to_lowercase(),
+                cel_type(want)
+            )
         }
         ExecutionError::NoSuchKey(key) => format!(
             "no such key{} (use has() to test for an optional field)",
@@ -467,33 +476,26 @@ fn describe(error: &ExecutionError, source: &str) -> String {
             format!("unknown name{}", name(reference))
         }
         ExecutionError::MissingArgumentOrTarget => "missing argument or target".to_owned(),
-        ExecutionError::ValuesNotComparable(left, right) => format!(
-            "a {} cannot be compared to a {}",
-            left.type_of(),
-            right.type_of()
-        ),
+        ExecutionError::ValuesNotComparable(left, right) => {
+            format!("{} cannot be compared to {}", typed(left), typed(right))
+        }
         ExecutionError::UnsupportedUnaryOperator(operator, value) => {
-            format!(
-                "operator {operator} does not apply to a {}",
-                value.type_of()
-            )
+            format!("operator {operator} does not apply to {}", typed(value))
         }
         ExecutionError::UnsupportedBinaryOperator(operator, left, right) => format!(
-            "operator {operator} does not apply to a {} and a {}",
-            left.type_of(),
-            right.type_of()
+            "operator {operator} does not apply to {} and {}",
+            typed(left),
+            typed(right)
         ),
         ExecutionError::UnsupportedMapIndex(index) => {
-            format!("a {} cannot index a map", index.type_of())
+            format!("{} cannot index a map", typed(index))
         }
         ExecutionError::UnsupportedListIndex(index) => {
-            format!("a {} cannot index a list", index.type_of())
+            format!("{} cannot index a list", typed(index))
         }
-        ExecutionError::UnsupportedIndex(value, index) => format!(
-            "a {} cannot be indexed by a {}",
-            value.type_of(),
-            index.type_of()
-        ),
+        ExecutionError::UnsupportedIndex(value, index) => {
+            format!("{} cannot be indexed by {}", typed(value), typed(index))
+        }
         ExecutionError::UnsupportedFunctionCallIdentifierType(_) => {
             "unsupported function call".to_owned()
         }
@@ -506,11 +508,30 @@ fn describe(error: &ExecutionError, source: &str) -> String {
         ExecutionError::DivisionByZero(_) => "division by zero".to_owned(),
         ExecutionError::RemainderByZero(_) => "remainder by zero".to_owned(),
         ExecutionError::Overflow(operator, left, right) => format!(
-            "overflow in {operator} of a {} and a {}",
-            left.type_of(),
-            right.type_of()
+            "overflow in {operator} of {} and {}",
+            typed(left),
+            typed(right)
         ),
         _ => "evaluation failed".to_owned(),
+    }
+}
+
+/// A value's CEL type with its article: `an int`, `a map`.
+fn typed(value: &Value) -> String {
+    with_article(&value.type_of().to_string())
+}
+
+/// The CEL name of a Rust type the interpreter wanted (`Arc<String>` is a string).
+fn cel_type(rust: &str) -> &str {
+    match rust {
+        t if t.contains("String") || t.contains("str") => "string",
+        "i64" | "i32" => "int",
+        "u64" | "u32" => "uint",
+        "f64" => "double",
+        "bool" => "bool",
+        t if t.contains("Vec") || t.contains("List") => "list",
+        t if t.contains("Map") => "map",
+        other => other,
     }
 }
 
@@ -1656,6 +1677,8 @@ mod tests {
                 "data.team < data.nested ? \"a\" : \"b\"",
                 json!({ "team": SECRET, "nested": { "v": SECRET } }),
             ),
+            // A function argument of the wrong type: the interpreter prints the argument.
+            ("\"x\".startsWith(data.tags)", json!({ "tags": [SECRET] })),
             // A wrong result type.
             ("data.nested", json!({ "nested": { "v": SECRET } })),
         ];
