@@ -21,6 +21,9 @@
 //!   a push handled by one process reaches the change streams of all.
 //! - [`Tokens`] and [`UserId`]: who may call, and who owns a row; [`CorsOrigins`]: which
 //!   browser origins may call cross-origin (preflights are answered before authentication).
+//! - [`Rules`] ([`rules`]): sync rules for shared data, read from a TOML file of CEL
+//!   expressions: the bucket each row of a ruled collection lives in, who may write it, and
+//!   the buckets a user may read.
 //! - [`error`]: one error enum per boundary.
 //! - [`backup`]: a consistent copy of a live SQLite database (`fero-server backup`).
 //! - [`metrics`] and [`readiness`]: `GET /metrics` (Prometheus text, one recorder per
@@ -73,6 +76,7 @@ mod notify;
 mod postgres;
 mod postgres_notify;
 pub mod readiness;
+pub mod rules;
 mod server;
 pub mod shared;
 pub mod shared_suite;
@@ -89,6 +93,7 @@ pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
+pub use rules::{CollectionRules, Decision, Principal, RuleError, Rules, RulesError, UserContext};
 pub use server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_TOMBSTONE_RETENTION,
     MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,
