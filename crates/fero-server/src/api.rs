@@ -458,6 +458,7 @@ async fn changes(
                 user.clone(),
                 no_claims(),
             )
+            .await
             .boxed()
         }
         None => futures::stream::unfold(subscription, |mut subscription| async move {

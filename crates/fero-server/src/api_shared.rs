@@ -135,17 +135,19 @@ pub(crate) async fn digest(
 
 /// The notices of a change stream with sync rules: the caller's own key (private collections,
 /// and membership changes that concern the caller) and the key of every bucket the caller may
-/// read. A notice on the caller's own key for a shared collection means the readable set may
-/// have changed: the stream subscribes again for the new set and announces every shared
-/// collection, so the client pulls them (rows moved in or out).
-pub(crate) fn notices(
+/// read, all subscribed before this returns (so before the response head is sent). A notice on
+/// the caller's own key for a shared collection means the readable set may have changed: the
+/// stream subscribes again for the new set first, then announces every shared collection, so
+/// the client pulls them (rows moved in or out) and misses no later write.
+pub(crate) async fn notices(
     server: Server,
     sharing: Arc<dyn Sharing>,
     user: UserId,
     claims: serde_json::Value,
 ) -> impl Stream<Item = ChangeNotice> + Send {
     let own = server.notifier().subscribe(&user);
-    let state = (server, sharing, user, claims, own, None, Vec::new());
+    let buckets = subscribe_buckets(&server, &sharing, &user, &claims).await;
+    let state = (server, sharing, user, claims, own, buckets, Vec::new());
     futures::stream::unfold(state, |state| async move {
         let (server, sharing, user, claims, mut own, mut buckets, mut queued) = state;
         loop {
@@ -155,31 +157,11 @@ pub(crate) fn notices(
                     (server, sharing, user, claims, own, buckets, queued),
                 ));
             }
-            if buckets.is_none() {
-                let access = sharing.access(&user, &claims);
-                // A failure to compute the set (rules, storage) leaves only the own key: the
-                // client still learns of its private collections and of membership changes.
-                let readable: BTreeSet<String> = server
-                    .storage()
-                    .shared_readable(access)
-                    .await
-                    .unwrap_or_default();
-                let subscriptions: Vec<_> = readable
-                    .iter()
-                    .map(|bucket| {
-                        subscription_stream(server.notifier().subscribe(&bucket_key(bucket)))
-                    })
-                    .collect();
-                buckets = Some(futures::stream::select_all(subscriptions));
-            }
-            let Some(merged) = buckets.as_mut() else {
-                continue;
-            };
             tokio::select! {
                 notice = own.next() => {
                     let notice = notice?;
                     if sharing.is_shared(&notice.collection) {
-                        buckets = None;
+                        buckets = subscribe_buckets(&server, &sharing, &user, &claims).await;
                         for collection in sharing.shared_collections() {
                             queued.push(ChangeNotice { collection, sync_id: notice.sync_id });
                         }
@@ -187,10 +169,34 @@ pub(crate) fn notices(
                         queued.push(notice);
                     }
                 }
-                Some(notice) = merged.next() => queued.push(notice),
+                Some(notice) = buckets.next() => queued.push(notice),
             }
         }
     })
+}
+
+/// One stream of the notices of every bucket `user` may read now. A failure to compute the set
+/// (rules, storage) subscribes to none: the client still learns of its private collections and
+/// of membership changes, and it syncs on every (re)connection anyway.
+async fn subscribe_buckets(
+    server: &Server,
+    sharing: &Arc<dyn Sharing>,
+    user: &UserId,
+    claims: &serde_json::Value,
+) -> futures::stream::SelectAll<std::pin::Pin<Box<dyn Stream<Item = ChangeNotice> + Send>>> {
+    let access = sharing.access(user, claims);
+    let readable: BTreeSet<String> = match server.storage().shared_readable(access).await {
+        Ok(readable) => readable,
+        Err(error) => {
+            tracing::warn!(%user, %error, "change stream: cannot compute the readable buckets");
+            BTreeSet::new()
+        }
+    };
+    futures::stream::select_all(
+        readable
+            .iter()
+            .map(|bucket| subscription_stream(server.notifier().subscribe(&bucket_key(bucket)))),
+    )
 }
 
 fn subscription_stream(

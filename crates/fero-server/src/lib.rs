@@ -77,6 +77,7 @@ mod postgres;
 mod postgres_notify;
 pub mod readiness;
 pub mod rules;
+mod rules_sharing;
 mod server;
 pub mod shared;
 pub mod shared_suite;

@@ -120,6 +120,13 @@ struct Cli {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+
+    /// Sync rules (TOML of CEL expressions): the collections they name are shared by bucket
+    /// (teams, projects, everyone) instead of private to each user; see docs/sharing.md. The
+    /// file is checked at start, and a bad one is refused with an error naming its line.
+    /// Default: none (every collection private to its user).
+    #[arg(long, value_name = "FILE", env = "FERO_RULES")]
+    rules: Option<PathBuf>,
 }
 
 /// `fero-server backup`.
@@ -210,6 +217,18 @@ async fn main() -> anyhow::Result<()> {
         .cors_origins(CorsOrigins::parse(&cli.cors_origins)?);
     let builder = match &cli.metrics_token {
         Some(token) => builder.metrics_token(token.clone()),
+        None => builder,
+    };
+    let builder = match &cli.rules {
+        Some(path) => {
+            let rules = fero_server::Rules::load(path)?;
+            tracing::info!(
+                rules = %path.display(),
+                shared = ?rules.collections().map(|c| c.name()).collect::<Vec<_>>(),
+                "sync rules loaded"
+            );
+            builder.sharing(Arc::new(rules))
+        }
         None => builder,
     };
     let builder = if is_postgres_url(&cli.db) {

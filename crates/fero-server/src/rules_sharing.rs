@@ -2,11 +2,11 @@
 //! the caller.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fero_protocol::Change;
 
-use crate::rules::{Principal, Rules};
+use crate::rules::{Principal, Rules, UserContext};
 use crate::shared::{Access, CurrentRow, Refusal, Routed, Sharing};
 use crate::user::UserId;
 
@@ -16,7 +16,7 @@ impl Sharing for Rules {
     }
 
     fn shared_collections(&self) -> Vec<String> {
-        self.collection_names()
+        self.collections().map(|c| c.name().to_owned()).collect()
     }
 
     fn access(&self, user: &UserId, claims: &serde_json::Value) -> Arc<dyn Access> {
@@ -24,6 +24,7 @@ impl Sharing for Rules {
             rules: self.clone(),
             user: user.clone(),
             claims: claims.clone(),
+            context: Mutex::new(None),
         })
     }
 }
@@ -34,6 +35,9 @@ struct RulesAccess {
     rules: Rules,
     user: UserId,
     claims: serde_json::Value,
+    /// The CEL `user` value, built once per request for the readable set it was built with
+    /// (every change of a push shares it).
+    context: Mutex<Option<(BTreeSet<String>, Arc<UserContext>)>>,
 }
 
 impl RulesAccess {
@@ -42,6 +46,18 @@ impl RulesAccess {
             id: self.user.as_str(),
             claims: &self.claims,
         }
+    }
+
+    fn context(&self, readable: &BTreeSet<String>) -> Arc<UserContext> {
+        let mut cached = self.context.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((set, context)) = cached.as_ref() {
+            if set == readable {
+                return Arc::clone(context);
+            }
+        }
+        let context = Arc::new(self.rules.user_context(&self.principal(), readable));
+        *cached = Some((readable.clone(), Arc::clone(&context)));
+        context
     }
 }
 
@@ -95,16 +111,16 @@ impl Access for RulesAccess {
             }
             _ => &change.data,
         };
-        let principal = self.principal();
+        let user = self.context(readable);
         let bucket = match (&current, change.deleted) {
             (Some(current), true) => current.bucket.to_owned(),
             _ => rules
-                .bucket_of(data, &principal, readable, &change.id, change.deleted)
+                .bucket_of(data, &user, &change.id, change.deleted)
                 .map_err(failed)?,
         };
         let may = |bucket: &str| {
             rules
-                .may_write(bucket, data, &principal, readable, &change.id, change.deleted)
+                .may_write(bucket, data, &user, &change.id, change.deleted)
                 .map_err(failed)
         };
         if !may(&bucket)? {
