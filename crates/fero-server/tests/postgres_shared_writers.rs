@@ -50,7 +50,7 @@ fn seed() -> u64 {
     let seed = std::env::var("FERO_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5ea2_ed);
+        .unwrap_or(0x005e_a2ed);
     println!("FERO_TEST_SEED={seed}");
     seed
 }
