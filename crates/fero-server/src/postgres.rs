@@ -53,12 +53,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, IsolationLevel, NoTls, Row};
 
 use crate::error::StorageError;
+use crate::shared::{Access, SharedCursor, SharedDigest, SharedPage, SharedPushOutcome};
 use crate::storage::{
     FeedPosition, PoolUse, PositionRefusal, PruneReport, PullPage, PurgeReport, PushOutcome,
     SeedReport, SeedRow, Storage, StoredDocument, check_position, new_epoch, replay_answer,
     seq_key, to_sql,
 };
 use crate::user::UserId;
+
+mod shared;
 
 /// The channel every write transaction notifies on; [`PostgresNotifier`](crate::PostgresNotifier)
 /// listens to it.
@@ -188,6 +191,11 @@ CREATE TABLE fero_restore_epoch (
 INSERT INTO fero_restore_epoch (id, epoch)
     VALUES (1, current_setting('fero.migration_epoch')::BIGINT);
 ",
+    },
+    Migration {
+        version: 5,
+        description: "shared collections: rows in buckets, exits, grants, readable sets",
+        sql: shared::SHARED_MIGRATION,
     },
 ];
 
@@ -333,6 +341,8 @@ struct Inner {
     before_commit: Option<BeforeCommit>,
     /// `user@host:port/database`, for messages.
     target: String,
+    /// Readable sets known to be stored ([`shared::KnownSets`]).
+    known_sets: shared::KnownSets,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -517,6 +527,7 @@ impl PostgresStorageBuilder {
                 sync_ids: self.sync_ids,
                 before_commit: self.before_commit,
                 target,
+                known_sets: shared::KnownSets::default(),
             }),
         })
     }
@@ -704,6 +715,9 @@ pub(crate) enum Failure {
     Corrupt { id: String, message: String },
     #[error("the pull's position is refused: {0:?}")]
     Position(PositionRefusal),
+    /// An error already in its final form (from the shared-collection code).
+    #[error(transparent)]
+    Done(StorageError),
 }
 
 impl Failure {
@@ -737,6 +751,7 @@ impl Failure {
                 message,
             },
             Failure::Position(refusal) => refusal.into_storage(&collection),
+            Failure::Done(error) => error,
         }
     }
 }
@@ -911,6 +926,67 @@ async fn notify(
     Ok(())
 }
 
+/// The stored answer to `change` when its mutation id was pushed before by `owner` (a replay),
+/// as [`replay_answer`] makes it; `None` for a new mutation.
+async fn replay_answer_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    owner: &str,
+    change: &Change,
+    collection: &str,
+    seq: i64,
+) -> Result<Option<ChangeResult>, Failure> {
+    let device = change.mutation_id.device.as_str();
+    let select_mutation = tx.prepare_cached(SELECT_MUTATION).await?;
+    let Some(row) = tx
+        .query_opt(&select_mutation, &[&owner, &device, &seq])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let stored: &str = row.try_get(0)?;
+    let recorded_collection: Option<&str> = row.try_get(1)?;
+    let original: ChangeResult =
+        serde_json::from_str(stored).map_err(|error| Failure::Corrupt {
+            id: format!("{device}/{}", change.mutation_id.seq),
+            message: format!("stored push result is not JSON: {error}"),
+        })?;
+    Ok(Some(replay_answer(
+        change,
+        collection,
+        recorded_collection,
+        original,
+    )))
+}
+
+/// Records the answer to an accepted change under its mutation id, for replays.
+async fn record_answer(
+    tx: &deadpool_postgres::Transaction<'_>,
+    now: Timestamp,
+    owner: &str,
+    collection: &str,
+    seq: i64,
+    result: &ChangeResult,
+) -> Result<(), Failure> {
+    let stored = serde_json::to_string(result).map_err(|error| Failure::Corrupt {
+        id: result.id.clone(),
+        message: format!("push result does not serialise: {error}"),
+    })?;
+    let insert_mutation = tx.prepare_cached(INSERT_MUTATION).await?;
+    tx.execute(
+        &insert_mutation,
+        &[
+            &owner,
+            &result.mutation_id.device.as_str(),
+            &seq,
+            &stored,
+            &to_sql(now.0),
+            &collection,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Inner {
     /// Runs the test hook, if any, before a commit.
     async fn before_commit(&self) {
@@ -932,26 +1008,9 @@ impl Inner {
         let mut last_written = None;
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
-            let device = change.mutation_id.device.as_str();
             let seq = seq_key(change.mutation_id.seq);
-            let select_mutation = tx.prepare_cached(SELECT_MUTATION).await?;
-            if let Some(row) = tx
-                .query_opt(&select_mutation, &[&owner, &device, &seq])
-                .await?
-            {
-                let stored: &str = row.try_get(0)?;
-                let recorded_collection: Option<&str> = row.try_get(1)?;
-                let original: ChangeResult =
-                    serde_json::from_str(stored).map_err(|error| Failure::Corrupt {
-                        id: format!("{device}/{}", change.mutation_id.seq),
-                        message: format!("stored push result is not JSON: {error}"),
-                    })?;
-                results.push(replay_answer(
-                    change,
-                    collection,
-                    recorded_collection,
-                    original,
-                ));
+            if let Some(answer) = replay_answer_of(&tx, owner, change, collection, seq).await? {
+                results.push(answer);
                 continue;
             }
             let sync_id = sync_ids.take(&tx).await?;
@@ -1023,16 +1082,7 @@ impl Inner {
                     sync_id: SyncId(from_sql(sync_id, &change.id, "sync_id")?),
                 },
             };
-            let stored = serde_json::to_string(&result).map_err(|error| Failure::Corrupt {
-                id: change.id.clone(),
-                message: format!("push result does not serialise: {error}"),
-            })?;
-            let insert_mutation = tx.prepare_cached(INSERT_MUTATION).await?;
-            tx.execute(
-                &insert_mutation,
-                &[&owner, &device, &seq, &stored, &updated_at, &collection],
-            )
-            .await?;
+            record_answer(&tx, now, owner, collection, seq, &result).await?;
             last_written = Some(sync_id);
             results.push(result);
         }
@@ -1386,6 +1436,65 @@ impl Storage for PostgresStorage {
             .await
             .map_err(|error| Failure::from(error).into_storage("ping", ""))?;
         Ok(())
+    }
+
+    async fn shared_pull(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        cursor: Option<SharedCursor>,
+        limit: u32,
+    ) -> Result<SharedPage, StorageError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
+        let client = self.client("pull", collection).await?;
+        shared::pull_in(
+            &self.inner,
+            client,
+            access.as_ref(),
+            collection,
+            cursor,
+            limit,
+        )
+        .await
+        .map_err(|failure| failure.into_storage("pull", collection))
+    }
+
+    async fn shared_readable(
+        &self,
+        access: Arc<dyn Access>,
+    ) -> Result<std::collections::BTreeSet<String>, StorageError> {
+        let client = self.client("readable set", "").await?;
+        shared::readable_in(client, access.as_ref())
+            .await
+            .map_err(|failure| failure.into_storage("readable set", ""))
+    }
+
+    async fn shared_push(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        changes: Vec<Change>,
+    ) -> Result<SharedPushOutcome, StorageError> {
+        let now = self.inner.clock.now();
+        let inner = &self.inner;
+        let changes = &changes;
+        let access = access.as_ref();
+        self.write("push", collection, |client| {
+            shared::push_in(inner, client, now, access, collection, changes)
+        })
+        .await
+    }
+
+    async fn shared_digest(
+        &self,
+        access: Arc<dyn Access>,
+        collection: &str,
+        content: bool,
+    ) -> Result<SharedDigest, StorageError> {
+        let client = self.client("digest", collection).await?;
+        shared::digest_in(client, access.as_ref(), collection, content)
+            .await
+            .map_err(|failure| failure.into_storage("digest", collection))
     }
 
     fn pool_use(&self) -> Option<PoolUse> {

@@ -14,7 +14,11 @@
 //! every collection of every user that has subscribed in this process, and publishes them: a
 //! collection that moved during the gap is announced (at worst a notice arrives that a client
 //! already knew of; it pulls and finds nothing), and everything committed after that read
-//! arrives as a notice again.
+//! arrives as a notice again. For shared collections, a bucket's key
+//! ([`bucket_key`](crate::shared::bucket_key)) hears the last `seq` that wrote into or moved out
+//! of the bucket, and every user's own key hears the head of every shared collection, since a
+//! membership change announced on it may have been missed (its streams take the readable set
+//! again and the client pulls the shared collections once).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -32,6 +36,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::error::StorageError;
 use crate::notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 use crate::postgres::{CHANGES_CHANNEL, NotifyPayload, describe, full_message, parse_url};
+use crate::shared::bucket_key;
 use crate::user::UserId;
 
 /// The `application_name` of the listening connection, so an operator can find it in
@@ -48,6 +53,20 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Heads of every collection of one user, for catching up after a reconnect.
 const SELECT_HEADS: &str =
     "SELECT collection, MAX(sync_id) FROM fero_rows WHERE owner = $1 GROUP BY collection";
+
+/// Heads of every shared collection: a user's own key hears them after a reconnect, since a
+/// membership change (announced on the member's own key) may have been missed; the user's
+/// streams then take the readable set again and pull the shared collections.
+const SELECT_SHARED_HEADS: &str = "SELECT collection, value FROM fero_shared_counters";
+
+/// Per shared collection, the last `seq` that wrote a row into bucket `$1` or moved one out of
+/// it: what a bucket's key ([`bucket_key`]) hears after a reconnect.
+const SELECT_BUCKET_HEADS: &str = "SELECT c.collection, GREATEST(
+         (SELECT MAX(r.seq) FROM fero_shared_rows r
+           WHERE r.collection = c.collection AND r.bucket = $1),
+         (SELECT MAX(e.seq) FROM fero_shared_exits e
+           WHERE e.collection = c.collection AND e.bucket = $1))
+     FROM fero_shared_counters c";
 
 /// The [`ChangeNotifier`] of a PostgreSQL deployment: a local [`ChangeHub`] fed by a `LISTEN`
 /// connection.
@@ -221,22 +240,31 @@ impl Session {
         shared.sessions.fetch_add(1, Ordering::SeqCst);
         let users = shared.subscribed_users();
         if !users.is_empty() {
-            let select = drive(
-                &mut session.messages,
-                shared,
-                session.client.prepare(SELECT_HEADS),
-            )
-            .await?;
+            let select = session.prepare(shared, SELECT_HEADS).await?;
+            let select_shared = session.prepare(shared, SELECT_SHARED_HEADS).await?;
+            let select_bucket = session.prepare(shared, SELECT_BUCKET_HEADS).await?;
+            let bucket_prefix = bucket_key("");
             for user in users {
-                let rows = drive(
-                    &mut session.messages,
-                    shared,
-                    session.client.query(&select, &[&user.as_str()]),
-                )
-                .await?;
+                let rows = match user.as_str().strip_prefix(bucket_prefix.as_str()) {
+                    Some(bucket) => session.query(shared, &select_bucket, bucket).await?,
+                    None => {
+                        let mut rows = session.query(shared, &select, user.as_str()).await?;
+                        let heads = drive(
+                            &mut session.messages,
+                            shared,
+                            session.client.query(&select_shared, &[]),
+                        )
+                        .await?;
+                        rows.extend(heads);
+                        rows
+                    }
+                };
                 for row in rows {
                     let collection: String = row.try_get(0)?;
-                    let value: i64 = row.try_get(1)?;
+                    // None: a shared collection that never touched the bucket.
+                    let Some(value) = row.try_get::<_, Option<i64>>(1)? else {
+                        continue;
+                    };
                     let sync_id = u64::try_from(value).map_err(|_| SessionError::Corrupt {
                         collection: collection.clone(),
                         value,
@@ -252,6 +280,31 @@ impl Session {
             }
         }
         Ok(session)
+    }
+
+    /// Prepares `statement` while the connection's messages are handled.
+    async fn prepare(
+        &mut self,
+        shared: &Shared,
+        statement: &str,
+    ) -> Result<tokio_postgres::Statement, SessionError> {
+        drive(&mut self.messages, shared, self.client.prepare(statement)).await
+    }
+
+    /// Runs `statement` with its one text parameter while the connection's messages are
+    /// handled.
+    async fn query(
+        &mut self,
+        shared: &Shared,
+        statement: &tokio_postgres::Statement,
+        parameter: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, SessionError> {
+        drive(
+            &mut self.messages,
+            shared,
+            self.client.query(statement, &[&parameter]),
+        )
+        .await
     }
 
     /// Forwards notices until the connection fails or closes.
