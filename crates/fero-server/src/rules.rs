@@ -292,6 +292,10 @@ struct Expr {
     source: String,
     program: Program,
     uses_data: bool,
+    /// The top-level fields of `data` the expression reads, when it reads `data` only as
+    /// `data.<field>` (or `has(data.<field>)`): a row is converted to CEL with those fields
+    /// alone, which is all the expression can observe. `None`: it uses `data` whole.
+    data_fields: Option<Vec<(String, Key)>>,
     uses_user: bool,
     uses_request: bool,
     uses_bucket: bool,
@@ -328,7 +332,19 @@ impl Expr {
         let mut context = root.new_inner_scope();
         if self.uses_data {
             if let Some(data) = vars.data {
-                context.add_variable_from_value("data", json_to_cel(data));
+                let value = match (&self.data_fields, data) {
+                    (Some(fields), serde_json::Value::Object(object)) => {
+                        let map: HashMap<Key, Value> = fields
+                            .iter()
+                            .filter_map(|(name, key)| {
+                                object.get(name).map(|v| (key.clone(), json_to_cel(v)))
+                            })
+                            .collect();
+                        Value::Map(Map { map: Arc::new(map) })
+                    }
+                    _ => json_to_cel(data),
+                };
+                context.add_variable_from_value("data", value);
             }
         }
         if self.uses_user {
@@ -532,6 +548,73 @@ fn cel_type(rust: &str) -> &str {
         t if t.contains("Vec") || t.contains("List") => "list",
         t if t.contains("Map") => "map",
         other => other,
+    }
+}
+
+/// What the syntax tree shows about an expression.
+#[derive(Default)]
+struct Shape {
+    /// Top-level fields of `data` read as `data.<field>`.
+    data_fields: BTreeSet<String>,
+    /// `data` is used some other way (whole, indexed, or rebound by a comprehension).
+    data_whole: bool,
+    /// A message literal (`Type{field: value}`), which the interpreter cannot evaluate.
+    message_literal: bool,
+}
+
+impl Shape {
+    fn of(expr: &cel_parser::Expression) -> Shape {
+        let mut shape = Shape::default();
+        shape.visit(expr);
+        shape
+    }
+
+    fn visit(&mut self, expr: &cel_parser::Expression) {
+        use cel_parser::ast::{EntryExpr, Expr as Node};
+        match &expr.expr {
+            Node::Select(select) => match &select.operand.expr {
+                Node::Ident(name) if name == "data" => {
+                    self.data_fields.insert(select.field.clone());
+                }
+                _ => self.visit(&select.operand),
+            },
+            Node::Ident(name) => self.data_whole |= name == "data",
+            Node::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.visit(target);
+                }
+                call.args.iter().for_each(|arg| self.visit(arg));
+            }
+            Node::Comprehension(c) => {
+                let rebinds = c.iter_var == "data"
+                    || c.accu_var == "data"
+                    || c.iter_var2.as_deref() == Some("data");
+                self.data_whole |= rebinds;
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    self.visit(part);
+                }
+            }
+            Node::List(list) => list.elements.iter().for_each(|e| self.visit(e)),
+            Node::Map(map) => {
+                for entry in &map.entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(e) => {
+                            self.visit(&e.key);
+                            self.visit(&e.value);
+                        }
+                        EntryExpr::StructField(_) => self.message_literal = true,
+                    }
+                }
+            }
+            Node::Struct(_) => self.message_literal = true,
+            Node::Literal(_) | Node::Unspecified => {}
+        }
     }
 }
 
@@ -1242,6 +1325,22 @@ impl<'t> Loader<'t> {
                 return None;
             }
         };
+        let shape = match cel_parser::Parser::default().parse(source) {
+            Ok(tree) => Shape::of(&tree),
+            // Compiled above, so this parse succeeds; if not, assume the worst.
+            Err(_) => Shape {
+                data_whole: true,
+                ..Shape::default()
+            },
+        };
+        if shape.message_literal {
+            self.error(
+                span.start,
+                key,
+                "message literals (`Type{field: value}`) are not supported; use a map literal",
+            );
+            return None;
+        }
         let references = program.references();
         for variable in Kind::ALL_VARIABLES {
             if references.has_variable(variable) && !kind.allows(variable) {
@@ -1253,8 +1352,15 @@ impl<'t> Loader<'t> {
                 return None;
             }
         }
+        let data_fields = (!shape.data_whole).then(|| {
+            let fields = shape.data_fields.into_iter();
+            fields
+                .map(|field| (field.clone(), Key::String(Arc::new(field))))
+                .collect()
+        });
         Some(Expr {
             uses_data: references.has_variable("data"),
+            data_fields,
             uses_user: references.has_variable("user"),
             uses_request: references.has_variable("request"),
             uses_bucket: references.has_variable("bucket"),
@@ -1709,6 +1815,105 @@ mod tests {
             shown.contains("tasks") && shown.contains("members"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_expression_converts_only_the_data_fields_it_reads() {
+        let fields = |bucket: &str| {
+            let rules = one_collection(bucket, "true");
+            let c = rules.collection("c").unwrap();
+            c.bucket
+                .data_fields
+                .as_ref()
+                .map(|f| f.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            fields("data.b + string(data.a)"),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            fields("has(data.a) ? data.m.k : \"x\""),
+            Some(vec!["a".into(), "m".into()])
+        );
+        assert_eq!(fields("\"global\""), Some(vec![]));
+        assert_eq!(fields("string(size(data))"), None);
+        assert_eq!(fields("data[\"a\"]"), None);
+        assert_eq!(fields("[1].map(data, data)[0]"), None);
+    }
+
+    /// Evaluates `bucket` of a one-collection file on `row`, once as loaded and once with the
+    /// whole row converted; both outcomes, as text.
+    fn pruned_and_whole(bucket: &str, row: &serde_json::Value) -> (String, String) {
+        let rules = one_collection(bucket, "true");
+        let c = rules.collection("c").unwrap();
+        let whole = Expr {
+            key: c.bucket.key.clone(),
+            source: c.bucket.source.clone(),
+            program: Program::compile(&c.bucket.source).unwrap(),
+            uses_data: true,
+            data_fields: None,
+            uses_user: true,
+            uses_request: true,
+            uses_bucket: false,
+        };
+        let vars = Vars {
+            data: Some(row),
+            ..Vars::default()
+        };
+        let show = |outcome: Result<Value, RuleError>| match outcome {
+            Ok(value) => format!("ok {value:?}"),
+            Err(error) => format!("error {error}"),
+        };
+        (
+            show(c.bucket.eval(&c.root, Some("c"), &vars)),
+            show(whole.eval(&c.root, Some("c"), &vars)),
+        )
+    }
+
+    fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(json!(null)),
+            any::<bool>().prop_map(|b| json!(b)),
+            (-3i64..3).prop_map(|i| json!(i)),
+            "[a-c]{0,2}".prop_map(|s| json!(s)),
+        ]
+    }
+
+    fn json_row() -> impl Strategy<Value = serde_json::Value> {
+        let field = prop_oneof![
+            json_leaf(),
+            proptest::collection::vec(json_leaf(), 0..3).prop_map(serde_json::Value::Array),
+            proptest::option::of(json_leaf()).prop_map(|k| match k {
+                Some(k) => json!({ "k": k }),
+                None => json!({}),
+            }),
+        ];
+        proptest::collection::btree_map(
+            prop_oneof![Just("a"), Just("b"), Just("m"), Just("l"), Just("z")],
+            field,
+            0..5,
+        )
+        .prop_map(|fields| json!(fields))
+    }
+
+    proptest! {
+        /// Converting only the fields an expression reads never changes what it yields, nor
+        /// the error it fails with.
+        #[test]
+        fn pruned_rows_evaluate_like_whole_rows(row in json_row(), which in 0usize..8) {
+            let expressions = [
+                "data.a",
+                "has(data.a) ? string(data.a) : \"none\"",
+                "data.a + data.b",
+                "has(data.m.k) ? \"k\" : \"no k\"",
+                "data.m.k == 1 ? \"one\" : \"other\"",
+                "data.l.exists(x, x == 1) ? \"has one\" : \"no one\"",
+                "string(size(data))",
+                "data.z == null ? \"null\" : \"set\"",
+            ];
+            let (pruned, whole) = pruned_and_whole(expressions[which], &row);
+            prop_assert_eq!(pruned, whole);
+        }
     }
 
     /// A team id as a claim or a field holds: a JSON number or the same number as a string.

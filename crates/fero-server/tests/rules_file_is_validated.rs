@@ -194,3 +194,11 @@ fn an_expression_the_parser_chokes_on_is_refused_and_parsing_goes_on() {
         assert!(good.is_ok(), "after {bad}: {good:?}");
     }
 }
+
+#[test]
+fn message_literals_are_refused_at_load() {
+    let (line, _, key, message, _) =
+        refused("[collections.c]\nbucket = 'Bucket{name: \"x\"}.name'\n");
+    assert_eq!((line, key.as_str()), (2, "[collections.c].bucket"));
+    assert!(message.contains("message literals"), "{message}");
+}
