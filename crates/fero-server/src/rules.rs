@@ -325,7 +325,9 @@ struct Vars<'a> {
 impl Expr {
     /// Runs the expression with the variables it names. A panic inside the interpreter (it has
     /// a few unfinished cases, such as a comprehension over a string) becomes an error instead
-    /// of taking the request down.
+    /// of taking the request down. The process's panic hook still prints that panic's message
+    /// to standard error, and the interpreter's message may show the value (claims or row
+    /// data): it reaches the server's log, never a client.
     fn eval(
         &self,
         root: &Context<'static>,
