@@ -61,7 +61,10 @@
 //! # Evaluation cost
 //! A push evaluates a bucket and a write expression per change. The `user` value is built once
 //! per request ([`Rules::user_context`]) and shared by every change of it; a change then costs
-//! the conversion of its row to CEL values and the two evaluations (see `benches/rules.rs`).
+//! the conversion to CEL of the row's fields the expression reads (found in its syntax tree
+//! when the file is loaded) and the evaluations; the default `write` is a set lookup, without
+//! the interpreter. `benches/rules.rs` measures it (about 1.5 µs per change for the worked
+//! example's tasks, 2.2 µs with a CEL `write`, on one core of the 2-core development machine).
 //!
 //! # Examples
 //! ```
@@ -322,7 +325,9 @@ struct Vars<'a> {
 impl Expr {
     /// Runs the expression with the variables it names. A panic inside the interpreter (it has
     /// a few unfinished cases, such as a comprehension over a string) becomes an error instead
-    /// of taking the request down.
+    /// of taking the request down. The process's panic hook still prints that panic's message
+    /// to standard error, and the interpreter's message may show the value (claims or row
+    /// data): it reaches the server's log, never a client.
     fn eval(
         &self,
         root: &Context<'static>,
