@@ -111,7 +111,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     let migrated_at = clock.now();
     let storage = SqliteStorage::open_with_clock(&path, Arc::new(clock.clone()))
         .expect("a version 1 file opens and migrates");
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let recorded_at: i64 = Connection::open(&path)
         .unwrap()
         .query_row(
@@ -170,8 +170,8 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     }
     drop(storage);
 
-    let reopened = SqliteStorage::open(&path).expect("a version 4 file reopens");
-    assert_eq!(user_version(&path), 4);
+    let reopened = SqliteStorage::open(&path).expect("a migrated file reopens");
+    assert_eq!(user_version(&path), 5);
     assert_eq!(reopened.digest(&alice, "notes").await.unwrap().count(), 1);
 }
 
@@ -290,7 +290,7 @@ async fn a_version_2_file_migrates_and_its_answers_refuse_a_reused_mutation_id()
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 2 file opens and migrates");
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let alice = UserId::new("alice");
 
     // The same row replayed: the original answer, as before.
@@ -365,7 +365,7 @@ async fn a_version_3_file_migrates_to_a_restore_epoch_and_keeps_its_positions() 
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 3 file opens and migrates");
-    assert_eq!(user_version(&path), 4);
+    assert_eq!(user_version(&path), 5);
     let stored: i64 = Connection::open(&path)
         .unwrap()
         .query_row("SELECT epoch FROM restore_epoch", [], |row| row.get(0))
@@ -379,7 +379,7 @@ async fn a_version_3_file_migrates_to_a_restore_epoch_and_keeps_its_positions() 
     drop(storage);
 
     // Reopening keeps the epoch; marking the file restored replaces it.
-    let reopened = SqliteStorage::open(&path).expect("a version 4 file reopens");
+    let reopened = SqliteStorage::open(&path).expect("a migrated file reopens");
     let epoch = reopened
         .pull(&alice, "notes", SyncId(0), 10)
         .await
@@ -397,4 +397,62 @@ async fn a_version_3_file_migrates_to_a_restore_epoch_and_keeps_its_positions() 
         reopened.pull_from(&alice, "notes", old_cursor, 10).await,
         Err(StorageError::Restored { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_version_4_file_gains_the_shared_tables_and_keeps_its_private_rows() {
+    use fero_server::shared_suite::TeamAccess;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    {
+        // A version 4 file: today's schema without the shared tables.
+        let storage = SqliteStorage::open(&path).unwrap();
+        storage
+            .seed(
+                &UserId::new("alice"),
+                "notes",
+                vec![fero_server::SeedRow::new("a", json!("v1"))],
+            )
+            .await
+            .unwrap();
+        drop(storage);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE shared_rows; DROP TABLE shared_exits; DROP TABLE shared_grants;
+             DROP TABLE shared_sets; PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let storage = SqliteStorage::open(&path).expect("a version 4 file opens and migrates");
+    assert_eq!(user_version(&path), 5);
+    let page = storage
+        .pull(&UserId::new("alice"), "notes", SyncId(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "private rows are kept");
+    let access = TeamAccess::arc("alice", &["red"]);
+    let pushed = storage
+        .shared_push(
+            Arc::clone(&access),
+            "tasks",
+            vec![Change {
+                id: "t1".into(),
+                base_version: None,
+                mutation_id: MutationId::new("phone", 9),
+                deleted: false,
+                data: json!({ "team": "red" }),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pushed.outcome.results.len(), 1);
+    let shared = storage
+        .shared_pull(access, "tasks", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.items.len(),
+        1,
+        "the shared tables work after the migration"
+    );
 }
