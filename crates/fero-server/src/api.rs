@@ -30,7 +30,7 @@ use crate::api_error::{ApiError, JsonBody};
 use crate::cursor;
 use crate::server::Server;
 use crate::storage::{FeedPosition, StoredDocument};
-use crate::user::UserId;
+use crate::user::{Principal, UserId};
 use crate::validate::{PushBody, reject_reason};
 
 /// How often an idle change stream sends a keep-alive comment by default: often enough that
@@ -125,19 +125,39 @@ async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthorized("send `Authorization: Bearer <token>` with a configured token")
         })?;
-    let user = state
-        .server
-        .tokens()
-        .user_for(token)
-        .cloned()
-        .ok_or_else(|| ApiError::unauthorized("the bearer token is not one this server knows"))?;
-    request.extensions_mut().insert(Caller(user));
+    let principal = identify(&state.server, token)?;
+    request.extensions_mut().insert(Caller(principal));
     Ok(next.run(request).await)
 }
 
-/// The authenticated user of a request.
+/// Who a bearer token stands for. A token with the shape of a JWT is verified when the server
+/// has a [`JwtVerifier`](crate::JwtVerifier); any other token, or a JWT-shaped one that is
+/// listed verbatim as a static token, is looked up in the static [`Tokens`](crate::Tokens).
+fn identify(server: &Server, token: &str) -> Result<Principal, ApiError> {
+    let jwt = match server.jwt() {
+        Some(verifier) if crate::jwt::looks_like_jwt(token) => verifier.verify(token),
+        _ => {
+            return server
+                .tokens()
+                .user_for(token)
+                .map(|user| Principal::new(user.clone()))
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the bearer token is not one this server knows")
+                });
+        }
+    };
+    // A static token that happens to have a JWT's shape keeps working beside JWTs.
+    jwt.or_else(|rejection| match server.tokens().user_for(token) {
+        Some(user) => Ok(Principal::new(user.clone())),
+        None => Err(ApiError::from(rejection)),
+    })
+}
+
+/// The authenticated caller of a request: its [`Principal`] (user and token claims). A handler
+/// takes `Caller(principal): Caller` and reads `principal.user` (or `principal.claims`), or
+/// passes `&principal` where a `&UserId` is expected.
 #[derive(Clone, Debug)]
-struct Caller(UserId);
+pub(crate) struct Caller(pub(crate) Principal);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;

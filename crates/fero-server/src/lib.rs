@@ -19,7 +19,9 @@
 //! - [`ChangeNotifier`] and [`ChangeHub`]: where commits are announced and `GET /v1/changes`
 //!   streams listen, in process; [`PostgresNotifier`] feeds a hub from PostgreSQL's `LISTEN`, so
 //!   a push handled by one process reaches the change streams of all.
-//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row; [`CorsOrigins`]: which
+//! - [`Tokens`] (static bearer tokens) and [`JwtVerifier`] (bearer JWTs: HS256, RS256, ES256
+//!   from a JWKS file): who may call; [`Principal`]: the caller's [`UserId`] and token claims;
+//!   [`UserId`]: who owns a row; [`CorsOrigins`]: which
 //!   browser origins may call cross-origin (preflights are answered before authentication).
 //! - [`error`]: one error enum per boundary.
 //! - [`backup`]: a consistent copy of a live SQLite database (`fero-server backup`).
@@ -67,6 +69,7 @@ pub mod backup;
 mod cors;
 mod cursor;
 pub mod error;
+mod jwt;
 pub mod metrics;
 mod notify;
 mod postgres;
@@ -82,7 +85,10 @@ mod validate;
 
 pub use cors::{CorsError, CorsOrigins, PREFLIGHT_MAX_AGE};
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
-pub use metrics::ServerMetrics;
+pub use jwt::{
+    DEFAULT_JWT_LEEWAY, JwtError, JwtRejection, JwtVerifier, JwtVerifierBuilder,
+    MIN_HS256_SECRET_BYTES,
+};pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
@@ -96,4 +102,4 @@ pub use storage::{
     Storage, StoredDocument, seed_pages,
 };
 pub use tokens::Tokens;
-pub use user::UserId;
+pub use user::{Principal, UserId};
