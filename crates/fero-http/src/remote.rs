@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRandom};
 use bytes::Bytes;
+use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRandom};
 use fero_protocol::{
     COLLECTION_HEADER, ContentDigestResponse, DigestResponse, ErrorBody, ErrorCode,
     PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
@@ -551,12 +551,21 @@ impl HttpRemote {
             .unwrap_or_default();
             if !refreshed && is_token_expired(status, &error_body) {
                 refreshed = true;
-                if let Some(fresh) = self.refreshed_authorization(collection, call, &token).await? {
+                if let Some(fresh) = self
+                    .refreshed_authorization(collection, call, &token)
+                    .await?
+                {
                     token = fresh;
                     continue;
                 }
             }
-            return Err(from_status(collection, call, status, retry_after, &error_body));
+            return Err(from_status(
+                collection,
+                call,
+                status,
+                retry_after,
+                &error_body,
+            ));
         };
         check_version(collection, call, response.headers())?;
         check_collection(collection, call, response.headers())?;

@@ -96,7 +96,11 @@ impl TokenProvider for Shared {
 
     async fn refresh(&self, expired: &str) -> Result<String, TokenError> {
         self.0.refreshes.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(expired, *self.0.current.lock().unwrap(), "the refused token");
+        assert_eq!(
+            expired,
+            *self.0.current.lock().unwrap(),
+            "the refused token"
+        );
         let exp = if self.0.refresh_expired {
             self.0.clock.now_s() - 3600
         } else {
@@ -175,11 +179,18 @@ async fn a_device_keeps_syncing_across_an_expired_token() {
     let report = device.sync.run().await.unwrap();
     assert_eq!(report.totals().pushed, 1, "{report:?}");
     let (tokens_after, refreshes) = provider.calls();
-    assert_eq!(refreshes, 1, "one refresh renews the token for every later request");
+    assert_eq!(
+        refreshes, 1,
+        "one refresh renews the token for every later request"
+    );
     let requests = remote.stats().requests - requests_before;
     let token_calls = u64::try_from(tokens_after - tokens_before).unwrap();
     // Every request asked the provider once, and the refused one was sent twice.
-    assert_eq!(requests, token_calls + 1, "requests {requests}, token calls {token_calls}");
+    assert_eq!(
+        requests,
+        token_calls + 1,
+        "requests {requests}, token calls {token_calls}"
+    );
     assert_eq!(remote.stats().other_failures, 0);
 
     // Both notes reached the server under alice, and the device is in step with it.
@@ -205,7 +216,11 @@ async fn a_refreshed_token_that_is_refused_again_is_the_error() {
     assert_eq!(error.kind, RemoteErrorKind::Unauthorized, "{error}");
     assert!(error.message.contains("token_expired"), "{error}");
     assert_eq!(provider.calls(), (1, 1), "asked once, refreshed once");
-    assert_eq!(remote.stats().requests, 2, "sent, refused, resent once, refused");
+    assert_eq!(
+        remote.stats().requests,
+        2,
+        "sent, refused, resent once, refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +270,9 @@ async fn a_failing_provider_fails_the_request_before_it_is_sent() {
     #[async_trait]
     impl TokenProvider for Offline {
         async fn token(&self) -> Result<String, TokenError> {
-            Err(TokenError::transient("the identity provider is unreachable"))
+            Err(TokenError::transient(
+                "the identity provider is unreachable",
+            ))
         }
     }
 

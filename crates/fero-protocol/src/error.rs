@@ -241,7 +241,10 @@ mod tests {
         );
         let plain = serde_json::to_string(&ErrorBody::new(ErrorCode::Internal, "x")).unwrap();
         let expired = serde_json::to_string(&ErrorBody::new(ErrorCode::TokenExpired, "x")).unwrap();
-        assert_eq!(expired, r#"{"error":{"code":"token_expired","message":"x"}}"#);
+        assert_eq!(
+            expired,
+            r#"{"error":{"code":"token_expired","message":"x"}}"#
+        );
         assert_eq!(plain, r#"{"error":{"code":"internal","message":"x"}}"#);
     }
 

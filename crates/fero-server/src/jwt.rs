@@ -270,9 +270,7 @@ impl JwtVerifier {
         let claims = data.claims;
         self.check_times(&claims)?;
         let user = match claims.get("sub") {
-            Some(Value::String(sub)) if !sub.is_empty() && !sub.contains('\0') => {
-                UserId::new(sub)
-            }
+            Some(Value::String(sub)) if !sub.is_empty() && !sub.contains('\0') => UserId::new(sub),
             Some(Value::String(_)) => {
                 return Err(JwtRejection::invalid(
                     "the `sub` claim is empty or contains U+0000",
@@ -330,9 +328,10 @@ fn describe(kind: &ErrorKind) -> String {
         ErrorKind::MissingRequiredClaim(claim) => format!("the `{claim}` claim is missing"),
         ErrorKind::InvalidClaimFormat(claim) => format!("the `{claim}` claim is malformed"),
         ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".to_owned(),
-        ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
-            "malformed token".to_owned()
-        }
+        ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::InvalidToken => "malformed token".to_owned(),
         other => format!("the token does not verify ({other:?})"),
     }
 }
@@ -357,7 +356,10 @@ impl JwtVerifierBuilder {
             path: path.to_path_buf(),
             source,
         })?;
-        while secret.last().is_some_and(|byte| matches!(byte, b'\n' | b'\r')) {
+        while secret
+            .last()
+            .is_some_and(|byte| matches!(byte, b'\n' | b'\r'))
+        {
             secret.pop();
         }
         Ok(self.hs256_secret(secret))
@@ -623,7 +625,8 @@ mod tests {
         let exp = jsonwebtoken::get_current_timestamp() + 600;
         let good = json!({ "sub": "a", "exp": exp, "aud": "fero", "iss": "https://id.example" });
         assert!(verifier.verify(&sign(&good)).is_ok());
-        let wrong_aud = json!({ "sub": "a", "exp": exp, "aud": "other", "iss": "https://id.example" });
+        let wrong_aud =
+            json!({ "sub": "a", "exp": exp, "aud": "other", "iss": "https://id.example" });
         let error = verifier.verify(&sign(&wrong_aud)).unwrap_err();
         assert!(error.to_string().contains("aud"), "{error}");
         let no_iss = json!({ "sub": "a", "exp": exp, "aud": "fero" });

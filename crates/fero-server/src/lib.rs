@@ -88,7 +88,8 @@ pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError
 pub use jwt::{
     DEFAULT_JWT_LEEWAY, JwtError, JwtRejection, JwtVerifier, JwtVerifierBuilder,
     MIN_HS256_SECRET_BYTES,
-};pub use metrics::ServerMetrics;
+};
+pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};

@@ -23,8 +23,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use fero::{Clock, SystemClock, Timestamp};
 use fero_server::{
-    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE,
-    JwtVerifier, PostgresNotifier, PostgresStorage, Server, SqliteStorage, Storage, Tokens,
+    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, JwtVerifier,
+    PostgresNotifier, PostgresStorage, Server, SqliteStorage, Storage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).

@@ -96,7 +96,10 @@ fn assert_refused(answer: &Answer, code: &str, says: &str, token: &str) {
     let message = answer.body["error"]["message"].as_str().unwrap();
     assert!(message.contains(says), "{message:?} should say {says:?}");
     for part in token.split('.') {
-        assert!(!message.contains(part), "the message echoes the token: {message}");
+        assert!(
+            !message.contains(part),
+            "the message echoes the token: {message}"
+        );
     }
     let challenge = answer.headers.get("www-authenticate").unwrap();
     assert!(challenge.to_str().unwrap().starts_with("Bearer "));
@@ -120,7 +123,12 @@ async fn an_hs256_token_pushes_and_pulls_as_its_sub() {
     let page = pull(&router, &carol_again, "notes", None, 100).await;
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].id, "n1");
-    assert!(pull(&router, ALICE, "notes", None, 100).await.items.is_empty());
+    assert!(
+        pull(&router, ALICE, "notes", None, 100)
+            .await
+            .items
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -138,7 +146,12 @@ async fn static_tokens_keep_working_next_to_jwts_and_name_the_same_users() {
     let page = pull(&router, &hs256(&claims("alice")), "notes", None, 100).await;
     assert_eq!(page.items.len(), 1);
     let unknown = pull_as(&router, "nobodys-token").await;
-    assert_refused(&unknown, "unauthorized", "not one this server knows", "nobodys-token");
+    assert_refused(
+        &unknown,
+        "unauthorized",
+        "not one this server knows",
+        "nobodys-token",
+    );
 }
 
 #[tokio::test]
@@ -182,10 +195,20 @@ async fn a_token_signed_with_another_secret_is_unauthorized() {
         forged_payload.split('.').nth(1).unwrap(),
         parts[2]
     );
-    assert_refused(&pull_as(&router, &swapped).await, "unauthorized", "signature", &swapped);
+    assert_refused(
+        &pull_as(&router, &swapped).await,
+        "unauthorized",
+        "signature",
+        &swapped,
+    );
     // A JWT-shaped token that is neither valid nor a static token is refused as malformed.
     let junk = "abc.def.ghi";
-    assert_refused(&pull_as(&router, junk).await, "unauthorized", "malformed", junk);
+    assert_refused(
+        &pull_as(&router, junk).await,
+        "unauthorized",
+        "malformed",
+        junk,
+    );
 }
 
 #[tokio::test]
@@ -228,7 +251,12 @@ async fn an_unknown_kid_or_a_key_of_the_other_algorithm_is_refused() {
     );
     // The header may not make the EC key verify an RS256 signature.
     let confused = signed(Algorithm::RS256, "test-ec-1", &claims("dave"));
-    assert_refused(&pull_as(&router, &confused).await, "unauthorized", "ES256", &confused);
+    assert_refused(
+        &pull_as(&router, &confused).await,
+        "unauthorized",
+        "ES256",
+        &confused,
+    );
     // An RS256 token without a kid cannot choose a key.
     let mut header = Header::new(Algorithm::RS256);
     header.kid = None;
@@ -238,7 +266,12 @@ async fn an_unknown_kid_or_a_key_of_the_other_algorithm_is_refused() {
         &EncodingKey::from_rsa_pem(RSA_KEY).unwrap(),
     )
     .unwrap();
-    assert_refused(&pull_as(&router, &no_kid).await, "unauthorized", "kid", &no_kid);
+    assert_refused(
+        &pull_as(&router, &no_kid).await,
+        "unauthorized",
+        "kid",
+        &no_kid,
+    );
 }
 
 #[tokio::test]
@@ -261,7 +294,12 @@ async fn a_wrong_audience_is_unauthorized() {
     let mut wrong = claims("carol");
     wrong["aud"] = json!("other-app");
     let token = hs256(&wrong);
-    assert_refused(&pull_as(&router, &token).await, "unauthorized", "aud", &token);
+    assert_refused(
+        &pull_as(&router, &token).await,
+        "unauthorized",
+        "aud",
+        &token,
+    );
 }
 
 #[tokio::test]
