@@ -33,10 +33,12 @@ use fero_protocol::{ChangeNotice, RemoteError, RemoteErrorKind};
 use futures::Stream;
 use futures::stream::BoxStream;
 use reqwest::Response;
-use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue,
+};
 
 use crate::error::{CHANGE_STREAM_LABEL, Call, from_status, from_transport, protocol};
-use crate::remote::{HttpRemote, check_version};
+use crate::remote::{HttpRemote, check_version, is_token_expired};
 use crate::sse::{SseEvent, SseParser};
 
 /// The SSE event name of a change notice.
@@ -133,35 +135,41 @@ impl HttpRemote {
         let label = CHANGE_STREAM_LABEL;
         let call = Call::ChangeStream;
         let timeout = self.inner.request_timeout;
-        let mut request = self
-            .inner
-            .client
-            .get(self.url(&["v1", "changes"]))
-            .header(ACCEPT, "text/event-stream")
-            .header(CACHE_CONTROL, "no-cache")
-            // Compression would hold events back in the encoder's buffer.
-            .header(ACCEPT_ENCODING, "identity");
-        if let Some(id) = last_event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-            request = request.header("last-event-id", id);
-        }
-        self.inner.counters.request(0);
-        // Only the wait for the answer's headers is bounded: the body is endless by design.
-        let response = match tokio::time::timeout(timeout, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(from_transport(label, call, Some(timeout), &error)),
-            Err(_) => {
-                return Err(RemoteError::new(
-                    RemoteErrorKind::Transient,
-                    label,
-                    format!(
-                        "{call}: the server did not answer within {timeout:?}; it is retried \
-                         with backoff"
-                    ),
-                ));
+        let mut token = self.authorization(label, call).await?;
+        let mut refreshed = false;
+        let response = loop {
+            let mut request = self
+                .inner
+                .client
+                .get(self.url(&["v1", "changes"]))
+                .header(AUTHORIZATION, token.clone())
+                .header(ACCEPT, "text/event-stream")
+                .header(CACHE_CONTROL, "no-cache")
+                // Compression would hold events back in the encoder's buffer.
+                .header(ACCEPT_ENCODING, "identity");
+            if let Some(id) = last_event_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+                request = request.header("last-event-id", id);
             }
-        };
-        let status = response.status();
-        if !status.is_success() {
+            self.inner.counters.request(0);
+            // Only the wait for the answer's headers is bounded: the body is endless by design.
+            let response = match tokio::time::timeout(timeout, request.send()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => return Err(from_transport(label, call, Some(timeout), &error)),
+                Err(_) => {
+                    return Err(RemoteError::new(
+                        RemoteErrorKind::Transient,
+                        label,
+                        format!(
+                            "{call}: the server did not answer within {timeout:?}; it is \
+                             retried with backoff"
+                        ),
+                    ));
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                break response;
+            }
             let retry_after = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -170,8 +178,16 @@ impl HttpRemote {
             let body = tokio::time::timeout(timeout, read_error_body(response))
                 .await
                 .unwrap_or_default();
+            // An expired token is refreshed once, as for every other request.
+            if !refreshed && is_token_expired(status, &body) {
+                refreshed = true;
+                if let Some(fresh) = self.refreshed_authorization(label, call, &token).await? {
+                    token = fresh;
+                    continue;
+                }
+            }
             return Err(from_status(label, call, status, retry_after, &body));
-        }
+        };
         check_version(label, call, response.headers())?;
         let content_type = response
             .headers()

@@ -17,6 +17,8 @@
 //! - [`live`]: [`HttpRemote::live_triggers`], which turns change notices into
 //!   [`FeroSync::trigger`](fero::FeroSync::trigger) calls ([`LiveTriggers`]).
 //! - [`stats`]: [`TransportStats`], requests made and bytes on the wire.
+//! - [`token`]: [`TokenProvider`], where the bearer token of each request comes from, renewed
+//!   when the server answers `token_expired` ([`StaticToken`] for a fixed one).
 //!
 //! # Example
 //! A complete client: a local SQLite store (`fero-sqlite`) synced with a server, live.
@@ -67,6 +69,7 @@ pub mod error;
 pub mod live;
 pub mod remote;
 pub mod stats;
+pub mod token;
 
 mod sse;
 mod validate;
@@ -79,6 +82,7 @@ pub use remote::{
     DEFAULT_STREAM_IDLE_TIMEOUT, DEVICE_HEADER, HttpRemote, HttpRemoteBuilder,
 };
 pub use stats::TransportStats;
+pub use token::{StaticToken, TokenError, TokenProvider};
 
 /// The README's quick starts, compiled (and the in-memory one run) as doc tests here, where both
 /// `fero-sqlite` and `fero-http` are in reach, so the README cannot drift from the API.

@@ -6,17 +6,18 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRandom};
 use fero_protocol::{
-    COLLECTION_HEADER, ContentDigestResponse, DigestResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    PullRequest, PullResponse, PushRequest, PushResponse, Remote, RemoteError, RemoteErrorKind,
-    validate_collection_name,
+    COLLECTION_HEADER, ContentDigestResponse, DigestResponse, ErrorBody, ErrorCode,
+    PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    Remote, RemoteError, RemoteErrorKind, validate_collection_name,
 };
 use reqwest::header::{
     ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName,
     HeaderValue, RETRY_AFTER,
 };
-use reqwest::{Method, Response, Url};
+use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -24,6 +25,7 @@ use crate::error::{
     BuildError, Call, from_status, from_transport, parse_retry_after, protocol, timed_out,
 };
 use crate::stats::{Counters, TransportStats};
+use crate::token::{StaticToken, TokenError, TokenProvider};
 use crate::validate::{DigestAnswer, check_content_digest, check_digest, check_pull, check_push};
 
 /// The header carrying the optional device id ([`HttpRemoteBuilder::device_id`]).
@@ -100,7 +102,7 @@ impl Encoding {
 /// ```
 pub struct HttpRemoteBuilder {
     base_url: String,
-    token: String,
+    token: TokenSource,
     connect_timeout: Duration,
     request_timeout: Duration,
     user_agent: String,
@@ -110,6 +112,14 @@ pub struct HttpRemoteBuilder {
     reconnect_backoff: Option<Arc<dyn BackoffStrategy>>,
     seed: Option<u64>,
     compression: bool,
+}
+
+/// Where the builder's bearer token comes from.
+enum TokenSource {
+    /// One token for the remote's life, checked by `build`.
+    Static(String),
+    /// A provider asked before each request.
+    Provider(Arc<dyn TokenProvider>),
 }
 
 impl fmt::Debug for HttpRemoteBuilder {
@@ -202,7 +212,9 @@ impl HttpRemoteBuilder {
     /// # Errors
     /// [`BuildError::InvalidBaseUrl`] for a URL that does not parse, is not `http`/`https`, or
     /// has a query or fragment; [`BuildError::InvalidToken`] and
-    /// [`BuildError::InvalidHeader`] for values that cannot be sent in a header;
+    /// [`BuildError::InvalidHeader`] for values that cannot be sent in a header (a
+    /// [`TokenProvider`]'s tokens are checked when it gives them, and one that cannot be sent
+    /// fails its request as `Unauthorized`);
     /// [`BuildError::ZeroSetting`] for a zero timeout or limit; [`BuildError::Client`] when the
     /// client cannot be created.
     pub fn build(self) -> Result<HttpRemote, BuildError> {
@@ -218,11 +230,15 @@ impl HttpRemoteBuilder {
             }
         }
 
+        let tokens: Arc<dyn TokenProvider> = match self.token {
+            TokenSource::Static(token) => {
+                bearer(&token).ok_or(BuildError::InvalidToken)?;
+                Arc::new(StaticToken::new(token))
+            }
+            TokenSource::Provider(provider) => provider,
+        };
+        // The Authorization header is set per request, from the token provider.
         let mut headers = HeaderMap::new();
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
-            .map_err(|_| BuildError::InvalidToken)?;
-        auth.set_sensitive(true);
-        headers.insert(AUTHORIZATION, auth);
         headers.insert(
             HeaderName::from_static(PROTOCOL_HEADER),
             HeaderValue::from(PROTOCOL_VERSION),
@@ -266,6 +282,7 @@ impl HttpRemoteBuilder {
             inner: Arc::new(Inner {
                 client,
                 base,
+                tokens,
                 request_timeout: self.request_timeout,
                 accept_encoding: if self.compression {
                     "zstd, gzip"
@@ -309,6 +326,8 @@ fn parse_base_url(text: &str) -> Result<Url, BuildError> {
 pub(crate) struct Inner {
     pub(crate) client: reqwest::Client,
     pub(crate) base: Url,
+    /// Gives the bearer token of each request.
+    pub(crate) tokens: Arc<dyn TokenProvider>,
     pub(crate) request_timeout: Duration,
     /// `zstd, gzip`, or `identity` with compression off.
     pub(crate) accept_encoding: &'static str,
@@ -325,7 +344,11 @@ pub(crate) struct Inner {
 /// [`PROTOCOL_VERSION`] to a `fero-server` (or any server of the protocol).
 ///
 /// Every request carries `Authorization: Bearer <token>` and the `fero-protocol: 1` header, and
-/// accepts zstd or gzip answers. Failures map onto [`RemoteError`] kinds as the
+/// accepts zstd or gzip answers. The token comes from a [`TokenProvider`]: a fixed one with
+/// [`new`](Self::new) and [`builder`](Self::builder), a renewable one with
+/// [`builder_with_token_provider`](Self::builder_with_token_provider). On a 401
+/// `token_expired` answer the remote asks the provider for a fresh token once and sends the
+/// request again (see [`token`](crate::token)). Failures map onto [`RemoteError`] kinds as the
 /// [`error`](crate::error) module documents, and answers that break the protocol (unparsable,
 /// a checkpoint going backwards, push results not matching the changes) are refused with a
 /// [`Protocol`](RemoteErrorKind::Protocol) error before anything of them is used.
@@ -369,11 +392,26 @@ impl HttpRemote {
         Self::builder(base_url, token).build()
     }
 
-    /// A builder for a remote at `base_url` authenticating with the bearer `token`.
+    /// A builder for a remote at `base_url` authenticating with the bearer `token`, the same for
+    /// the remote's life.
     pub fn builder(base_url: impl Into<String>, token: impl Into<String>) -> HttpRemoteBuilder {
+        Self::builder_from(base_url.into(), TokenSource::Static(token.into()))
+    }
+
+    /// A builder for a remote at `base_url` whose bearer tokens come from `provider`, asked
+    /// before every request and told to refresh when the server answers 401 `token_expired`
+    /// (see [`token`](crate::token)). Use it for short-lived JWTs.
+    pub fn builder_with_token_provider(
+        base_url: impl Into<String>,
+        provider: impl TokenProvider,
+    ) -> HttpRemoteBuilder {
+        Self::builder_from(base_url.into(), TokenSource::Provider(Arc::new(provider)))
+    }
+
+    fn builder_from(base_url: String, token: TokenSource) -> HttpRemoteBuilder {
         HttpRemoteBuilder {
-            base_url: base_url.into(),
-            token: token.into(),
+            base_url,
+            token,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             user_agent: concat!("fero-http/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -466,34 +504,44 @@ impl HttpRemote {
         gate: Option<&PageGate>,
     ) -> Result<T, RemoteError> {
         let timeout = self.inner.request_timeout;
-        let mut request = self
-            .inner
-            .client
-            .request(method, url)
-            .header(ACCEPT, "application/json")
-            .header(ACCEPT_ENCODING, self.inner.accept_encoding);
-        if gate.is_none() {
-            request = request.timeout(timeout);
-        }
-        let body_len = body.as_ref().map_or(0, Vec::len);
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
-        }
-        self.inner.counters.request(body_len);
-        let response = within(gate, timeout, request.send())
-            .await
-            .ok_or_else(|| timed_out(collection, call, Some(timeout)))?
-            .map_err(|error| from_transport(collection, call, Some(timeout), &error))?;
+        // Kept for one resend after a token refresh; cloning `Bytes` shares the buffer.
+        let body = body.map(Bytes::from);
+        let body_len = body.as_ref().map_or(0, Bytes::len);
+        let mut token = self.authorization(collection, call).await?;
+        let mut refreshed = false;
+        let response = loop {
+            let mut request = self
+                .inner
+                .client
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, token.clone())
+                .header(ACCEPT, "application/json")
+                .header(ACCEPT_ENCODING, self.inner.accept_encoding);
+            if gate.is_none() {
+                request = request.timeout(timeout);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            self.inner.counters.request(body_len);
+            let response = within(gate, timeout, request.send())
+                .await
+                .ok_or_else(|| timed_out(collection, call, Some(timeout)))?
+                .map_err(|error| from_transport(collection, call, Some(timeout), &error))?;
 
-        let status = response.status();
-        if !status.is_success() {
+            let status = response.status();
+            if status.is_success() {
+                break response;
+            }
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(parse_retry_after);
             // The status decides the error; a body that cannot be read only loses the details.
-            let body = within(
+            let error_body = within(
                 gate,
                 timeout,
                 self.read_body(collection, call, response, MAX_ERROR_BODY_BYTES),
@@ -501,8 +549,24 @@ impl HttpRemote {
             .await
             .and_then(Result::ok)
             .unwrap_or_default();
-            return Err(from_status(collection, call, status, retry_after, &body));
-        }
+            if !refreshed && is_token_expired(status, &error_body) {
+                refreshed = true;
+                if let Some(fresh) = self
+                    .refreshed_authorization(collection, call, &token)
+                    .await?
+                {
+                    token = fresh;
+                    continue;
+                }
+            }
+            return Err(from_status(
+                collection,
+                call,
+                status,
+                retry_after,
+                &error_body,
+            ));
+        };
         check_version(collection, call, response.headers())?;
         check_collection(collection, call, response.headers())?;
         if let Some(gate) = gate {
@@ -582,6 +646,86 @@ impl HttpRemote {
         self.inner.counters.decoded(decoded.len());
         Ok(decoded)
     }
+}
+
+impl HttpRemote {
+    /// The `Authorization` value of the next request, from the token provider.
+    pub(crate) async fn authorization(
+        &self,
+        collection: &str,
+        call: Call,
+    ) -> Result<HeaderValue, RemoteError> {
+        let token = self
+            .inner
+            .tokens
+            .token()
+            .await
+            .map_err(|error| token_failed(collection, call, &error))?;
+        bearer(&token).ok_or_else(|| unsendable(collection, call))
+    }
+
+    /// After a 401 `token_expired` to `refused`: the provider's fresh token, or `None` when it
+    /// gave the refused token again (resending it would only be refused again).
+    pub(crate) async fn refreshed_authorization(
+        &self,
+        collection: &str,
+        call: Call,
+        refused: &HeaderValue,
+    ) -> Result<Option<HeaderValue>, RemoteError> {
+        let refused_token = refused
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let token = self
+            .inner
+            .tokens
+            .refresh(refused_token)
+            .await
+            .map_err(|error| token_failed(collection, call, &error))?;
+        if token == refused_token {
+            return Ok(None);
+        }
+        tracing::debug!(collection, %call, "the token expired; resending with a refreshed one");
+        bearer(&token)
+            .map(Some)
+            .ok_or_else(|| unsendable(collection, call))
+    }
+}
+
+/// `Bearer <token>` as a header value marked sensitive (kept out of logs); `None` when the
+/// token cannot be sent in a header.
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// `true` for a 401 whose JSON error body has the code `token_expired`.
+pub(crate) fn is_token_expired(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && serde_json::from_slice::<ErrorBody>(body)
+            .is_ok_and(|parsed| parsed.error.code == ErrorCode::TokenExpired)
+}
+
+fn token_failed(collection: &str, call: Call, error: &TokenError) -> RemoteError {
+    let kind = if error.is_transient() {
+        RemoteErrorKind::Transient
+    } else {
+        RemoteErrorKind::Unauthorized
+    };
+    RemoteError::new(kind, collection, format!("{call} not sent: {error}"))
+}
+
+fn unsendable(collection: &str, call: Call) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Unauthorized,
+        collection,
+        format!(
+            "{call} not sent: the token provider gave a token that cannot be sent in an \
+             Authorization header (control characters or non-ASCII bytes)"
+        ),
+    )
 }
 
 /// Why decoding a compressed body failed.

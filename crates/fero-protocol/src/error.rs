@@ -22,8 +22,13 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// The cursor does not parse.
     InvalidCursor,
-    /// No or an unknown bearer token.
+    /// No bearer token, an unknown one, or a JWT that does not verify (bad signature, unknown
+    /// key, wrong audience or issuer, malformed). The message says what failed.
     Unauthorized,
+    /// The bearer JWT has expired (HTTP 401). The token was otherwise valid: the client should
+    /// get a fresh token from its identity provider (refresh it) and send the request again; a
+    /// refreshed token is accepted without anything else changing.
+    TokenExpired,
     /// No such route.
     NotFound,
     /// The client's checkpoint is behind the tombstone purge horizon: drop the collection's
@@ -239,6 +244,11 @@ mod tests {
             r#"{"error":{"code":"resync_required","message":"ahead","reason":"server_behind"}}"#
         );
         let plain = serde_json::to_string(&ErrorBody::new(ErrorCode::Internal, "x")).unwrap();
+        let expired = serde_json::to_string(&ErrorBody::new(ErrorCode::TokenExpired, "x")).unwrap();
+        assert_eq!(
+            expired,
+            r#"{"error":{"code":"token_expired","message":"x"}}"#
+        );
         assert_eq!(plain, r#"{"error":{"code":"internal","message":"x"}}"#);
     }
 

@@ -31,7 +31,7 @@ use crate::api_shared;
 use crate::cursor;
 use crate::server::Server;
 use crate::storage::{FeedPosition, StoredDocument};
-use crate::user::UserId;
+use crate::user::Principal;
 use crate::validate::{PushBody, reject_reason};
 
 /// How often an idle change stream sends a keep-alive comment by default: often enough that
@@ -126,19 +126,39 @@ async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthorized("send `Authorization: Bearer <token>` with a configured token")
         })?;
-    let user = state
-        .server
-        .tokens()
-        .user_for(token)
-        .cloned()
-        .ok_or_else(|| ApiError::unauthorized("the bearer token is not one this server knows"))?;
-    request.extensions_mut().insert(Caller(user));
+    let principal = identify(&state.server, token)?;
+    request.extensions_mut().insert(Caller(principal));
     Ok(next.run(request).await)
 }
 
-/// The authenticated user of a request.
+/// Who a bearer token stands for. A token with the shape of a JWT is verified when the server
+/// has a [`JwtVerifier`](crate::JwtVerifier); any other token, or a JWT-shaped one that is
+/// listed verbatim as a static token, is looked up in the static [`Tokens`](crate::Tokens).
+fn identify(server: &Server, token: &str) -> Result<Principal, ApiError> {
+    let jwt = match server.jwt() {
+        Some(verifier) if crate::jwt::looks_like_jwt(token) => verifier.verify(token),
+        _ => {
+            return server
+                .tokens()
+                .user_for(token)
+                .map(|user| Principal::new(user.clone()))
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the bearer token is not one this server knows")
+                });
+        }
+    };
+    // A static token that happens to have a JWT's shape keeps working beside JWTs.
+    jwt.or_else(|rejection| match server.tokens().user_for(token) {
+        Some(user) => Ok(Principal::new(user.clone())),
+        None => Err(ApiError::from(rejection)),
+    })
+}
+
+/// The authenticated caller of a request: its [`Principal`] (user and token claims). A handler
+/// takes `Caller(principal): Caller` and reads `principal.user` (or `principal.claims`), or
+/// passes `&principal` where a `&UserId` is expected.
 #[derive(Clone, Debug)]
-struct Caller(UserId);
+pub(crate) struct Caller(pub(crate) Principal);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -237,7 +257,7 @@ struct PullAnswer {
 /// One page after `from`: the cursor, when present, is the position; otherwise `last_sync_id`.
 async fn pull(
     state: &AppState,
-    user: &UserId,
+    user: &Principal,
     collection: &str,
     from: SyncCheckpoint,
     limit: u32,
@@ -248,7 +268,7 @@ async fn pull(
         )));
     }
     if let Some(sharing) = state.server.sharing_of(collection) {
-        let access = sharing.access(user, &no_claims());
+        let access = sharing.access(&user.user, &user.claims);
         let (items, checkpoint, has_more) =
             api_shared::pull(&state.server, access, collection, &from, limit).await?;
         return Ok(Json(PullAnswer {
@@ -330,7 +350,7 @@ async fn push(
     if expected > 0 {
         let outcome = match state.server.sharing_of(&collection) {
             Some(sharing) => {
-                let access = sharing.access(&user, &no_claims());
+                let access = sharing.access(&user.user, &user.claims);
                 api_shared::push(&state.server, sharing, access, &collection, valid).await?
             }
             None => state
@@ -409,7 +429,7 @@ async fn digest(
             })?,
     };
     if let Some(sharing) = state.server.sharing_of(&collection) {
-        let access = sharing.access(&user, &no_claims());
+        let access = sharing.access(&user.user, &user.claims);
         return api_shared::digest(&state.server, access, &collection, version).await;
     }
     let storage = state.server.storage();
@@ -455,8 +475,8 @@ async fn changes(
             api_shared::notices(
                 state.server.clone(),
                 std::sync::Arc::clone(sharing),
-                user.clone(),
-                no_claims(),
+                user.user.clone(),
+                (*user.claims).clone(),
             )
             .await
             .boxed()
@@ -479,11 +499,6 @@ async fn changes(
             .interval(state.server.keep_alive())
             .text("keep-alive"),
     )
-}
-
-/// The claims of a caller without a JWT.
-fn no_claims() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
 }
 
 /// Counts a push's answers by outcome for `/metrics`.

@@ -9,6 +9,7 @@ use fero_protocol::{ErrorBody, ErrorCode, ResyncReason};
 use serde::de::DeserializeOwned;
 
 use crate::error::StorageError;
+use crate::jwt::JwtRejection;
 
 /// A refused request: status, code and message of `{"error": {"code", "message"}}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,16 +116,37 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// A refused JWT: 401 `token_expired` when only its time has passed (the client refreshes it),
+/// 401 `unauthorized` with what failed otherwise. The token itself is never in the message.
+impl From<JwtRejection> for ApiError {
+    fn from(rejection: JwtRejection) -> Self {
+        let code = if rejection.is_expired() {
+            ErrorCode::TokenExpired
+        } else {
+            ErrorCode::Unauthorized
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, rejection.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unauthorized = self.code == ErrorCode::Unauthorized;
+        // RFC 6750 section 3: a 401 names the scheme; an expired token is `invalid_token`.
+        let challenge = match self.code {
+            ErrorCode::Unauthorized => Some("Bearer realm=\"fero\""),
+            ErrorCode::TokenExpired => Some(
+                "Bearer realm=\"fero\", error=\"invalid_token\", \
+                 error_description=\"the token expired\"",
+            ),
+            _ => None,
+        };
         let mut body = ErrorBody::new(self.code, self.message);
         body.error.reason = self.reason;
         let mut response = (self.status, Json(body)).into_response();
-        if unauthorized {
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"fero\""),
+                HeaderValue::from_static(challenge),
             );
         }
         response

@@ -254,9 +254,12 @@ pub enum BuildError {
     /// No storage was given.
     #[error("no storage: call `.storage(SqliteStorage::open(..)?)` on the builder")]
     MissingStorage,
-    /// No tokens were given, so every request would be refused.
-    #[error("no tokens: call `.tokens(..)` with at least one token, or every request gets 401")]
-    NoTokens,
+    /// Neither a static token nor a JWT verifier was given, so every request would be refused.
+    #[error(
+        "no way to authenticate: call `.tokens(..)` with at least one token and/or \
+         `.jwt(JwtVerifier::builder()..build()?)`, or every request gets 401"
+    )]
+    NoAuthentication,
     /// The body limit is zero.
     #[error("body limit must be at least 1 byte, got 0")]
     ZeroBodyLimit,

@@ -19,7 +19,9 @@
 //! - [`ChangeNotifier`] and [`ChangeHub`]: where commits are announced and `GET /v1/changes`
 //!   streams listen, in process; [`PostgresNotifier`] feeds a hub from PostgreSQL's `LISTEN`, so
 //!   a push handled by one process reaches the change streams of all.
-//! - [`Tokens`] and [`UserId`]: who may call, and who owns a row; [`CorsOrigins`]: which
+//! - [`Tokens`] (static bearer tokens) and [`JwtVerifier`] (bearer JWTs: HS256, RS256, ES256
+//!   from a JWKS file): who may call; [`Principal`]: the caller's [`UserId`] and token claims;
+//!   [`UserId`]: who owns a row; [`CorsOrigins`]: which
 //!   browser origins may call cross-origin (preflights are answered before authentication).
 //! - [`Rules`] ([`rules`]): sync rules for shared data, read from a TOML file of CEL
 //!   expressions: the bucket each row of a ruled collection lives in, who may write it, and
@@ -71,6 +73,7 @@ pub mod backup;
 mod cors;
 mod cursor;
 pub mod error;
+mod jwt;
 pub mod metrics;
 mod notify;
 mod postgres;
@@ -90,11 +93,15 @@ mod validate;
 
 pub use cors::{CorsError, CorsOrigins, PREFLIGHT_MAX_AGE};
 pub use error::{BuildError, Error, Result, ServeError, StorageError, TokensError};
+pub use jwt::{
+    DEFAULT_JWT_LEEWAY, JwtError, JwtRejection, JwtVerifier, JwtVerifierBuilder,
+    MIN_HS256_SECRET_BYTES,
+};
 pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
-pub use rules::{CollectionRules, Decision, Principal, RuleError, Rules, RulesError, UserContext};
+pub use rules::{CollectionRules, Decision, RuleError, Rules, RulesError, UserContext};
 pub use server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_TOMBSTONE_RETENTION,
     MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,
@@ -105,4 +112,4 @@ pub use storage::{
     Storage, StoredDocument, seed_pages,
 };
 pub use tokens::Tokens;
-pub use user::UserId;
+pub use user::{Principal, UserId};

@@ -10,6 +10,8 @@
 //! fero-server --db sync.db --tokens tokens.toml --metrics-token s3cret --drain-period 10s
 //! fero-server backup --db sync.db --to sync-2026-12-03.db
 //! fero-server --db sync.db --tokens tokens.toml --cors-origin http://localhost:5173
+//! fero-server --db sync.db --jwt-secret-file jwt.secret --jwt-audience fero
+//! fero-server --db sync.db --jwks jwks.json --jwt-issuer https://id.example.com/
 //! ```
 
 use std::net::SocketAddr;
@@ -21,15 +23,16 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use fero::{Clock, SystemClock, Timestamp};
 use fero_server::{
-    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE,
+    CorsOrigins, DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_POOL_SIZE, JwtVerifier,
     PostgresNotifier, PostgresStorage, Server, SqliteStorage, Storage, Tokens,
 };
 
 /// Reference server of fero's HTTP sync protocol (docs/protocol.md).
 ///
 /// Serves /v1/collections/{name}/pull, /push, /digest, the /v1/changes event stream and
-/// /healthz. Every /v1 request needs `Authorization: Bearer <token>`; each token stands for one
-/// user, and users never see each other's rows. Stops gracefully on Ctrl-C or SIGTERM.
+/// /healthz. Every /v1 request needs `Authorization: Bearer <token>`: a static token (--tokens,
+/// FERO_TOKENS) or a JWT (--jwt-secret-file, --jwks) whose `sub` is the user; users never see
+/// each other's rows. Stops gracefully on Ctrl-C or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "fero-server", version, about, long_about)]
 struct Cli {
@@ -65,6 +68,35 @@ struct Cli {
         hide_env_values = true
     )]
     token_list: Option<String>,
+
+    /// Accept HS256 JWTs signed with the secret in this file (at least 32 bytes; a trailing
+    /// newline is ignored). The token's `sub` is the user; its `exp` is required.
+    #[arg(long, value_name = "FILE")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// The HS256 secret itself, for when a file is not practical; prefer --jwt-secret-file
+    /// (a command line is visible to other local users, so set FERO_JWT_SECRET instead).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "FERO_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_secret_file"
+    )]
+    jwt_secret: Option<String>,
+
+    /// Accept RS256 and ES256 JWTs signed by the keys of this JWKS file (`{"keys": [...]}`),
+    /// chosen by the token's `kid`; a token naming an unknown kid is refused.
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+
+    /// Refuse JWTs whose `aud` does not name this value.
+    #[arg(long, value_name = "AUDIENCE")]
+    jwt_audience: Option<String>,
+
+    /// Refuse JWTs whose `iss` is not this value.
+    #[arg(long, value_name = "ISSUER")]
+    jwt_issuer: Option<String>,
 
     /// Largest accepted request body in bytes; larger ones get 413 body_too_large.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
@@ -204,12 +236,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(list) = &cli.token_list {
         tokens.merge(Tokens::parse_list(list)?)?;
     }
-    if tokens.is_empty() {
-        anyhow::bail!("no tokens: pass --tokens tokens.toml or set FERO_TOKENS=\"token=user,...\"");
+    let jwt = jwt_verifier(&cli)?;
+    if tokens.is_empty() && jwt.is_none() {
+        anyhow::bail!(
+            "no tokens: pass --tokens tokens.toml or set FERO_TOKENS=\"token=user,...\", and/or \
+             accept JWTs with --jwt-secret-file or --jwks"
+        );
     }
 
-    let builder = Server::builder()
-        .tokens(tokens)
+    let builder = Server::builder().tokens(tokens);
+    let builder = match jwt {
+        Some(verifier) => builder.jwt(verifier),
+        None => builder,
+    };
+    let builder = builder
         .body_limit(cli.body_limit)
         .mutation_retention(cli.mutation_retention)
         .tombstone_retention(cli.tombstone_retention.0)
@@ -264,6 +304,35 @@ async fn main() -> anyhow::Result<()> {
     server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The JWT verifier of `--jwt-secret-file`/`FERO_JWT_SECRET` and `--jwks`, if either is given.
+fn jwt_verifier(cli: &Cli) -> anyhow::Result<Option<JwtVerifier>> {
+    if cli.jwt_secret_file.is_none() && cli.jwt_secret.is_none() && cli.jwks.is_none() {
+        if cli.jwt_audience.is_some() || cli.jwt_issuer.is_some() {
+            anyhow::bail!(
+                "--jwt-audience and --jwt-issuer need a JWT key: --jwt-secret-file or --jwks"
+            );
+        }
+        return Ok(None);
+    }
+    let mut builder = JwtVerifier::builder();
+    if let Some(path) = &cli.jwt_secret_file {
+        builder = builder.hs256_secret_file(path)?;
+    }
+    if let Some(secret) = &cli.jwt_secret {
+        builder = builder.hs256_secret(secret.trim_end_matches(['\n', '\r']));
+    }
+    if let Some(path) = &cli.jwks {
+        builder = builder.jwks_file(path)?;
+    }
+    if let Some(audience) = &cli.jwt_audience {
+        builder = builder.audience(audience.clone());
+    }
+    if let Some(issuer) = &cli.jwt_issuer {
+        builder = builder.issuer(issuer.clone());
+    }
+    Ok(Some(builder.build()?))
 }
 
 /// `--mutation-retention`: whole seconds, or a duration with units (`30d`, `12h 30m`); above
@@ -534,6 +603,32 @@ mod tests {
         assert_eq!(CorsOrigins::parse(&cli.cors_origins).unwrap().len(), 3);
         let cli = Cli::try_parse_from(["fero-server"]).unwrap();
         assert!(CorsOrigins::parse(&cli.cors_origins).unwrap().is_empty());
+    }
+
+    #[test]
+    fn jwt_flags_build_a_verifier_and_audience_alone_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("jwt.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "fero-server",
+            "--jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--jwt-audience",
+            "fero",
+        ])
+        .unwrap();
+        assert!(jwt_verifier(&cli).unwrap().is_some());
+        let cli = Cli::try_parse_from(["fero-server"]).unwrap();
+        assert!(jwt_verifier(&cli).unwrap().is_none());
+        let cli = Cli::try_parse_from(["fero-server", "--jwt-issuer", "x"]).unwrap();
+        assert!(jwt_verifier(&cli).is_err());
+        std::fs::write(&secret, "short\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["fero-server", "--jwt-secret-file", secret.to_str().unwrap()])
+                .unwrap();
+        let error = jwt_verifier(&cli).unwrap_err().to_string();
+        assert!(error.contains("32 bytes"), "{error}");
     }
 
     #[test]

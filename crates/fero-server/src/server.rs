@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, DEFAULT_KEEP_ALIVE};
 use crate::cors::CorsOrigins;
 use crate::error::{BuildError, ServeError, StorageError};
+use crate::jwt::JwtVerifier;
 use crate::metrics::ServerMetrics;
 use crate::notify::{ChangeHub, ChangeNotifier};
 use crate::shared::Sharing;
@@ -72,6 +73,7 @@ struct Inner {
     storage: Arc<dyn Storage>,
     notifier: Arc<dyn ChangeNotifier>,
     tokens: Tokens,
+    jwt: Option<JwtVerifier>,
     body_limit: usize,
     keep_alive: Duration,
     mutation_retention: Duration,
@@ -87,7 +89,7 @@ struct Inner {
 }
 
 impl Server {
-    /// A builder; `storage` and `tokens` are required.
+    /// A builder; `storage` is required, and `tokens` or `jwt` (or both).
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -221,9 +223,14 @@ impl Server {
             .filter(|sharing| sharing.is_shared(collection))
     }
 
-    /// The accepted tokens.
+    /// The accepted static tokens (empty when only JWTs are accepted).
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    /// The verifier of bearer JWTs, when JWTs are accepted.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.inner.jwt.as_ref()
     }
 
     /// The request body limit in bytes.
@@ -411,6 +418,7 @@ pub struct ServerBuilder {
     storage: Option<Arc<dyn Storage>>,
     notifier: Option<Arc<dyn ChangeNotifier>>,
     tokens: Option<Tokens>,
+    jwt: Option<JwtVerifier>,
     body_limit: Option<usize>,
     keep_alive: Option<Duration>,
     mutation_retention: Option<Duration>,
@@ -441,9 +449,30 @@ impl ServerBuilder {
         self
     }
 
-    /// The accepted bearer tokens (required, at least one).
+    /// The accepted static bearer tokens. At least one token, or a [`jwt`](Self::jwt)
+    /// verifier, is required.
     pub fn tokens(mut self, tokens: Tokens) -> Self {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Accepts bearer JWTs verified by `verifier` (its `sub` is the user), beside or instead of
+    /// static [`tokens`](Self::tokens). A token with a JWT's shape (three base64url parts) is
+    /// verified; any other token is looked up among the static tokens. An expired JWT is
+    /// answered 401 `token_expired`, any other refused one 401 `unauthorized`.
+    ///
+    /// # Examples
+    /// ```
+    /// use fero_server::{JwtVerifier, Server, SqliteStorage};
+    /// let server = Server::builder()
+    ///     .storage(SqliteStorage::open_in_memory()?)
+    ///     .jwt(JwtVerifier::builder().hs256_secret("a-secret-of-at-least-32-bytes-long!!").build()?)
+    ///     .build()?;
+    /// assert!(server.jwt().is_some() && server.tokens().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn jwt(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
         self
     }
 
@@ -525,10 +554,10 @@ impl ServerBuilder {
     /// [`BuildError`] naming the missing or invalid setting.
     pub fn build(self) -> Result<Server, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
-        let tokens = self
-            .tokens
-            .filter(|tokens| !tokens.is_empty())
-            .ok_or(BuildError::NoTokens)?;
+        let tokens = self.tokens.unwrap_or_default();
+        if tokens.is_empty() && self.jwt.is_none() {
+            return Err(BuildError::NoAuthentication);
+        }
         let body_limit = self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         if body_limit == 0 {
             return Err(BuildError::ZeroBodyLimit);
@@ -554,6 +583,7 @@ impl ServerBuilder {
                 storage,
                 notifier: self.notifier.unwrap_or_else(|| Arc::new(ChangeHub::new())),
                 tokens,
+                jwt: self.jwt,
                 body_limit,
                 keep_alive,
                 mutation_retention,

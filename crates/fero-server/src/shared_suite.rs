@@ -427,7 +427,7 @@ impl Rng {
 /// and removals, and partial pulls by several devices with small pages, under faults (answers
 /// lost on the way, devices falling back to an older copy of themselves with its old cursor). After every page no
 /// device holds a row its user could not read when the page was served (checked in
-/// [`Device::sync`] against the model's readable set), and after a final pull every device holds
+/// the device's apply against the model's readable set), and after a final pull every device holds
 /// exactly the live rows of its user's readable buckets, at their latest versions.
 ///
 /// # Errors

@@ -533,7 +533,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Writes `changes` to a shared collection in one transaction, each routed to its bucket by
-    /// `access` (a refused change is answered `rejected` with its [`Refusal`]'s code).
+    /// `access` (a refused change is answered `rejected` with its [`Refusal`](crate::shared::Refusal)'s code).
     ///
     /// # Errors
     /// [`StorageError::SharingUnsupported`] from a backend without shared collections.

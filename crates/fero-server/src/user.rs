@@ -1,4 +1,4 @@
-//! [`UserId`]: who owns a row.
+//! [`UserId`]: who owns a row; [`Principal`]: who made a request, with their token's claims.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,5 +44,56 @@ impl fmt::Display for UserId {
 impl From<&str> for UserId {
     fn from(value: &str) -> Self {
         UserId::new(value)
+    }
+}
+
+/// Who made a request: the [`UserId`] its bearer token stands for, and the claims the token
+/// carried.
+///
+/// For a JWT ([`JwtVerifier`](crate::JwtVerifier)) `claims` is the token's whole claims object
+/// (`sub`, `exp`, and any others such as `teams`), for sync rules to read; for a static token
+/// ([`Tokens`](crate::Tokens)) it is the empty object `{}`. Cheap to clone.
+///
+/// A `Principal` dereferences to its user, so code written for a `&UserId` (storage calls, the
+/// change notifier) takes a `&Principal` unchanged.
+///
+/// # Examples
+/// ```
+/// use fero_server::{Principal, UserId};
+/// let principal = Principal::new(UserId::new("alice"));
+/// assert_eq!(principal.user.as_str(), "alice");
+/// assert_eq!(*principal.claims, serde_json::json!({}));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The user: owner of the rows the request reads and writes.
+    pub user: UserId,
+    /// The token's claims (a JSON object); `{}` for a static token.
+    pub claims: Arc<serde_json::Value>,
+}
+
+impl Principal {
+    /// A principal without claims (a static token's).
+    pub fn new(user: UserId) -> Self {
+        Principal {
+            user,
+            claims: Arc::new(serde_json::Value::Object(serde_json::Map::new())),
+        }
+    }
+
+    /// A principal with the claims of its token.
+    pub fn with_claims(user: UserId, claims: serde_json::Value) -> Self {
+        Principal {
+            user,
+            claims: Arc::new(claims),
+        }
+    }
+}
+
+impl std::ops::Deref for Principal {
+    type Target = UserId;
+
+    fn deref(&self) -> &UserId {
+        &self.user
     }
 }
