@@ -73,18 +73,25 @@ const UPSERT_COUNTER: &str = "INSERT INTO counters (owner, value) VALUES (?1, ?2
      ON CONFLICT (owner) DO UPDATE SET value = excluded.value";
 const SELECT_SET: &str = "SELECT buckets FROM shared_sets WHERE hash = ?1";
 const INSERT_SET: &str = "INSERT OR IGNORE INTO shared_sets (hash, buckets) VALUES (?1, ?2)";
-/// The feed of a set of buckets (`?2`, a JSON array) after `?3`: rows (kind 0) and exits (kind
-/// 1, with the row's bucket now), in `seq` order, a row before the exit of its own move.
-const SELECT_FEED: &str = "WITH b(bucket) AS (SELECT value FROM json_each(?2))
-     SELECT 0, r.seq, r.id, r.bucket, r.version, r.updated_at, r.deleted, r.data
-       FROM shared_rows r
-      WHERE r.collection = ?1 AND r.bucket IN (SELECT bucket FROM b) AND r.seq > ?3
-     UNION ALL
-     SELECT 1, e.seq, e.id, c.bucket, c.version, e.at, 1, 'null'
+/// One bucket's rows after `?3`, in `seq` order, read lazily (as far as a merge consumes).
+const SELECT_BUCKET_FEED: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
+     FROM shared_rows WHERE collection = ?1 AND bucket = ?2 AND seq > ?3 ORDER BY seq";
+/// The rows of a set of buckets (`?2`, a JSON array) after `?3`, sorted, at most `?4`: for a
+/// readable set too large to merge bucket by bucket.
+const SELECT_SET_FEED: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
+     FROM shared_rows
+     WHERE collection = ?1 AND bucket IN (SELECT value FROM json_each(?2)) AND seq > ?3
+     ORDER BY seq LIMIT ?4";
+/// The exits from a set of buckets after `?3`, with the row's bucket now, in `seq` order.
+const SELECT_EXITS: &str = "SELECT e.seq, e.id, c.bucket, c.version, e.at
        FROM shared_exits e
        LEFT JOIN shared_rows c ON c.collection = e.collection AND c.id = e.id
-      WHERE e.collection = ?1 AND e.bucket IN (SELECT bucket FROM b) AND e.seq > ?3
-     ORDER BY 2, 1 LIMIT ?4";
+      WHERE e.collection = ?1 AND e.bucket IN (SELECT value FROM json_each(?2)) AND e.seq > ?3
+      ORDER BY e.seq LIMIT ?4";
+/// Readable sets up to this size are read by merging one lazy, index-ordered scan per bucket
+/// (a page reads `limit` rows plus one per bucket, whatever the other buckets hold); larger ones
+/// by one sorted query.
+const MERGED_BUCKETS: usize = 256;
 const SELECT_BUCKET_ROWS: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
      FROM shared_rows WHERE collection = ?1 AND bucket = ?2 AND seq > ?3 AND deleted = 0
      ORDER BY seq LIMIT ?4";
@@ -191,40 +198,28 @@ impl Snapshot for SqliteSnapshot<'_> {
         limit: usize,
     ) -> Result<Vec<FeedEntry>, StorageError> {
         let read = || -> Result<Vec<FeedEntry>, Failure> {
-            let mut statement = self.tx.prepare_cached(SELECT_FEED)?;
-            let mut rows = statement.query(params![
-                collection,
-                json_list(buckets),
-                to_sql(after),
-                to_limit(limit)
-            ])?;
-            let mut entries = Vec::new();
-            while let Some(row) = rows.next()? {
-                let kind: i64 = row.get(0)?;
-                let id: String = row.get(2)?;
-                if kind == 0 {
-                    let stored = StoredRow {
-                        id,
-                        sync_id: row.get(1)?,
-                        version: row.get(4)?,
-                        updated_at: row.get(5)?,
-                        deleted: row.get(6)?,
-                        data: row.get(7)?,
-                    };
-                    entries.push(FeedEntry::Row(SharedRow {
-                        doc: stored.into_stored()?,
-                        bucket: row.get(3)?,
-                    }));
+            let rows = if buckets.len() <= MERGED_BUCKETS {
+                merged_rows(self.tx, collection, buckets, after, limit)?
+            } else {
+                sorted_rows(self.tx, collection, buckets, after, limit)?
+            };
+            let exits = exits_after(self.tx, collection, buckets, after, limit)?;
+            // Both lists are in `seq` order: merge them, a row before the exit of its own move.
+            let mut entries = Vec::with_capacity(limit.min(rows.len() + exits.len()));
+            let (mut rows, mut exits) = (rows.into_iter().peekable(), exits.into_iter().peekable());
+            while entries.len() < limit {
+                let take_row = match (rows.peek(), exits.peek()) {
+                    (Some(row), Some(exit)) => row.doc.sync_id.0 <= exit_seq(exit),
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let entry = if take_row {
+                    rows.next().map(FeedEntry::Row)
                 } else {
-                    let version: Option<i64> = row.get(4)?;
-                    entries.push(FeedEntry::Exit {
-                        seq: from_sql(row.get(1)?, &id, "seq")?,
-                        at: from_sql(row.get(5)?, &id, "at")?,
-                        version: from_sql(version.unwrap_or(0), &id, "version")?,
-                        current: row.get(3)?,
-                        id,
-                    });
-                }
+                    exits.next()
+                };
+                entries.extend(entry);
             }
             Ok(entries)
         };
@@ -510,4 +505,118 @@ pub(super) fn readable_in(
             message: refusal.message().to_owned(),
         })
     })
+}
+
+fn exit_seq(entry: &FeedEntry) -> u64 {
+    match entry {
+        FeedEntry::Exit { seq, .. } => *seq,
+        FeedEntry::Row(row) => row.doc.sync_id.0,
+    }
+}
+
+/// The rows of `buckets` after `after`, at most `limit`, by a k-way merge of one index-ordered
+/// scan per bucket: each scan is stepped only as far as the merge takes rows from it.
+fn merged_rows(
+    tx: &rusqlite::Transaction<'_>,
+    collection: &str,
+    buckets: &BTreeSet<String>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<SharedRow>, Failure> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut statements = Vec::with_capacity(buckets.len());
+    for _ in buckets {
+        statements.push(tx.prepare_cached(SELECT_BUCKET_FEED)?);
+    }
+    let mut scans = Vec::with_capacity(buckets.len());
+    for (statement, bucket) in statements.iter_mut().zip(buckets) {
+        scans.push(statement.query(params![collection, bucket, to_sql(after)])?);
+    }
+    let mut heads: Vec<Option<SharedRow>> = Vec::with_capacity(scans.len());
+    let mut heap = BinaryHeap::new();
+    for (index, scan) in scans.iter_mut().enumerate() {
+        let head = next_row(scan)?;
+        if let Some(row) = &head {
+            heap.push(Reverse((row.doc.sync_id.0, index)));
+        }
+        heads.push(head);
+    }
+    let mut found = Vec::with_capacity(limit.min(1_024));
+    while found.len() < limit {
+        let Some(Reverse((_, index))) = heap.pop() else {
+            break;
+        };
+        if let Some(row) = heads[index].take() {
+            found.push(row);
+        }
+        let head = next_row(&mut scans[index])?;
+        if let Some(row) = &head {
+            heap.push(Reverse((row.doc.sync_id.0, index)));
+        }
+        heads[index] = head;
+    }
+    Ok(found)
+}
+
+fn next_row(scan: &mut rusqlite::Rows<'_>) -> Result<Option<SharedRow>, Failure> {
+    match scan.next()? {
+        Some(row) => Ok(Some(shared_row(StoredRow::read_shared(row)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// The rows of `buckets` after `after`, at most `limit`, by one sorted query.
+fn sorted_rows(
+    tx: &rusqlite::Transaction<'_>,
+    collection: &str,
+    buckets: &BTreeSet<String>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<SharedRow>, Failure> {
+    let mut statement = tx.prepare_cached(SELECT_SET_FEED)?;
+    let rows = statement.query_map(
+        params![
+            collection,
+            json_list(buckets),
+            to_sql(after),
+            to_limit(limit)
+        ],
+        StoredRow::read_shared,
+    )?;
+    let mut found = Vec::new();
+    for row in rows {
+        found.push(shared_row(row?)?);
+    }
+    Ok(found)
+}
+
+/// The exits from `buckets` after `after`, at most `limit`, in `seq` order.
+fn exits_after(
+    tx: &rusqlite::Transaction<'_>,
+    collection: &str,
+    buckets: &BTreeSet<String>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<FeedEntry>, Failure> {
+    let mut statement = tx.prepare_cached(SELECT_EXITS)?;
+    let mut rows = statement.query(params![
+        collection,
+        json_list(buckets),
+        to_sql(after),
+        to_limit(limit)
+    ])?;
+    let mut exits = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(1)?;
+        let version: Option<i64> = row.get(3)?;
+        exits.push(FeedEntry::Exit {
+            seq: from_sql(row.get(0)?, &id, "seq")?,
+            at: from_sql(row.get(4)?, &id, "at")?,
+            version: from_sql(version.unwrap_or(0), &id, "version")?,
+            current: row.get(2)?,
+            id,
+        });
+    }
+    Ok(exits)
 }
