@@ -301,16 +301,14 @@ pub(crate) async fn chapter(
     .await?;
     let move_out_ms = ms(removing.elapsed());
     let (tasks_after, members_after) = (bob.count(TASKS).await?, bob.count(MEMBERS).await?);
-    report.moved_out_tasks = tasks_before - tasks_after;
-    report.moved_out = report.moved_out_tasks + (members_before - members_after);
+    report.moved_out_tasks = tasks_before.saturating_sub(tasks_after);
+    let moved_out_members = members_before.saturating_sub(members_after);
+    report.moved_out = report.moved_out_tasks + moved_out_members;
     output.line(&format!(
         "  {ALICE} removes {BOB} from the crew (deletes his {MEMBERS} row); at his next sync, \
          triggered by his change stream {move_out_ms:.0} ms later, {} rows moved out of his \
          device: {} tasks, {} members (the crew held {} rows)",
-        report.moved_out,
-        report.moved_out_tasks,
-        members_before - members_after,
-        report.crew_rows_at_removal
+        report.moved_out, report.moved_out_tasks, moved_out_members, report.crew_rows_at_removal
     ));
 
     // 6. A write after the removal never reaches bob.
