@@ -45,6 +45,21 @@ pub enum DemoError {
         #[source]
         source: fero_server::BuildError,
     },
+    /// The demo's embedded sync rules were refused (a bug of the demo: the text is a constant).
+    #[error("the server refused the demo's sync rules: {source}")]
+    Rules {
+        /// The rules' error, naming the line.
+        #[source]
+        source: fero_server::RulesError,
+    },
+    /// The sync rules refused a row the server operator wrote straight into storage.
+    #[error("the server's rules refused the operator's request to {action}: {outcome}")]
+    OperatorRefused {
+        /// What the operator asked for.
+        action: String,
+        /// The change's outcome.
+        outcome: String,
+    },
     /// The demo's token list was refused.
     #[error("the server refused the demo's token list: {source}")]
     Tokens {

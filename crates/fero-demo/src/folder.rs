@@ -11,6 +11,13 @@ pub const SERVER_DB: &str = "server.db";
 pub const DEVICE_A_DB: &str = "device-a.db";
 /// Device B's store.
 pub const DEVICE_B_DB: &str = "device-b.db";
+/// Alice's device's store (step 6).
+pub const ALICE_DB: &str = "alice.db";
+/// Bob's device's store (step 6).
+pub const BOB_DB: &str = "bob.db";
+
+/// Every database the demo creates.
+pub const DATABASES: [&str; 5] = [SERVER_DB, DEVICE_A_DB, DEVICE_B_DB, ALICE_DB, BOB_DB];
 
 /// The folder of the run's SQLite files.
 #[derive(Debug)]
@@ -43,7 +50,7 @@ impl DataFolder {
                     path: dir.to_owned(),
                     source,
                 })?;
-                for file in [SERVER_DB, DEVICE_A_DB, DEVICE_B_DB] {
+                for file in DATABASES {
                     let path = dir.join(file);
                     if path.exists() {
                         return Err(DemoError::DataDirInUse { file: path });

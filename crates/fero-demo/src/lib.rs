@@ -15,14 +15,21 @@
 //!    sync A, B, A: every conflict is listed with both versions, the strategy and the outcome;
 //!    then an edit on A reaches B through B's change stream, with no poll timer;
 //! 5. each device's store is checked against the server (count and digest per collection);
-//! 6. a summary: items synced, time, items per second, bytes on the wire, retries, conflicts.
+//! 6. shared data: the server's sync rules share `tasks` per team; alice adds bob (a second user)
+//!    to her crew, the crew's tasks move into his device, a task she writes reaches him live and
+//!    his edit reaches her live; she removes him, the crew's rows move out of his device at his
+//!    next sync, and a task she writes afterwards never reaches him;
+//! 7. a summary: items synced, time, items per second, bytes on the wire, retries, conflicts,
+//!    what the sharing step counted.
 //!
 //! # A tour
-//! - [`story`]: [`run`], the six steps in order.
+//! - [`story`]: [`run`], the seven steps in order.
 //! - [`options`]: [`Options`], the command line (`--contacts`, `--messages`, `--strategy`,
 //!   `--data-dir`, `--json`, `--seed`).
-//! - [`server`]: [`DemoServer`], the reference server on `127.0.0.1:0`, seeded.
+//! - [`server`]: [`DemoServer`], the reference server on `127.0.0.1:0`, seeded, with sync rules.
 //! - [`device`]: [`Device`], a store, a remote and an engine; [`remote`]: its pull log.
+//! - [`sharing`]: step 6 and its rules ([`sharing::RULES`]); [`team`]: [`TeamDevice`], a team
+//!   member's device.
 //! - [`watcher`]: [`Watcher`], one task per device turning events into progress and counts.
 //! - [`edits`]: the seeded offline edits; [`conflicts`]: the conflict table.
 //! - [`output`]: bars on a terminal, plain lines otherwise, nothing with `--json`.
@@ -41,6 +48,8 @@
 //! assert!(summary.converged);
 //! assert!(summary.resumed);
 //! assert_eq!(summary.conflicts, summary.conflicts_set_up);
+//! assert_eq!(summary.sharing.leaked_after_removal, 0);
+//! assert!(summary.passed());
 //! # Ok(()) }
 //! ```
 //!
@@ -58,8 +67,10 @@ pub mod options;
 pub mod output;
 pub mod remote;
 pub mod server;
+pub mod sharing;
 pub mod story;
 pub mod summary;
+pub mod team;
 pub mod watcher;
 
 pub use device::{Device, DeviceConfig};
@@ -68,5 +79,6 @@ pub use options::{Options, Strategy};
 pub use output::{Mode, Output};
 pub use server::DemoServer;
 pub use story::run;
-pub use summary::Summary;
+pub use summary::{SharingReport, Summary};
+pub use team::{TeamDevice, TeamDeviceConfig};
 pub use watcher::Watcher;

@@ -16,7 +16,8 @@ pub const MIN_CONTACTS: u64 = 100;
 pub const MIN_MESSAGES: u64 = 100;
 
 /// The whole sync story in one command: a server, two devices, a cancelled and resumed initial
-/// sync, offline edits with conflicts, a live change, and a convergence check.
+/// sync, offline edits with conflicts, a live change, a convergence check, and a team's data
+/// shared between two users.
 ///
 /// # Examples
 /// ```

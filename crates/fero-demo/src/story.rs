@@ -16,6 +16,7 @@ use crate::options::Options;
 use crate::output::Output;
 use crate::remote::fetched_twice;
 use crate::server::{DemoServer, TOKEN_A, TOKEN_B, USER};
+use crate::sharing;
 use crate::summary::{Phases, ResumeReport, Summary, VerifyRow, Wire, thousands};
 use crate::watcher::Tally;
 
@@ -27,8 +28,9 @@ const LIVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// goes to `output` as it happens; the caller prints the JSON summary.
 ///
 /// # Errors
-/// A [`DemoError`] naming the step and device that failed. A convergence mismatch is not an
-/// error: the summary says `converged = false`.
+/// A [`DemoError`] naming the step and device that failed. A convergence mismatch or a broken
+/// sharing guarantee is not an error: the summary says `converged = false` or
+/// `sharing.passed = false`.
 pub async fn run(options: &Options, output: &Output) -> Result<Summary, DemoError> {
     options.validate()?;
     let started = Instant::now();
@@ -156,7 +158,16 @@ pub async fn run(options: &Options, output: &Output) -> Result<Summary, DemoErro
     let converged = verify.iter().all(|row| row.matches);
     phases.verify_s = step.elapsed().as_secs_f64();
 
-    // 6. The summary.
+    // 6. Shared data.
+    output.step(
+        "6",
+        "Shared data: the crew's tasks between two users; a member added live, then removed",
+    );
+    let step = Instant::now();
+    let sharing = sharing::chapter(&server, folder.path(), options.seed, output).await?;
+    phases.sharing_s = step.elapsed().as_secs_f64();
+
+    // 7. The summary.
     let mut wire = Wire::default();
     wire.add(&a.remote.http().stats());
     wire.add(&b.remote.http().stats());
@@ -199,6 +210,7 @@ pub async fn run(options: &Options, output: &Output) -> Result<Summary, DemoErro
         resume_checkpoint: resume.checkpoint,
         resume: resume.report,
         live_latency_ms: live_latency.as_secs_f64() * 1_000.0,
+        sharing,
         devices,
         server: server_counts,
         verify,

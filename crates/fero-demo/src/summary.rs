@@ -57,6 +57,8 @@ pub struct Summary {
     /// Milliseconds from A starting the sync of its live edit until B had pulled it (through
     /// the change stream, no poll timer).
     pub live_latency_ms: f64,
+    /// Step 6: shared data between two users of a team.
+    pub sharing: SharingReport,
     /// Live rows per collection on each device at the end.
     pub devices: BTreeMap<String, BTreeMap<String, u64>>,
     /// Live rows per collection on the server at the end.
@@ -84,10 +86,13 @@ pub struct Phases {
     pub live_s: f64,
     /// Step 5: the convergence check.
     pub verify_s: f64,
+    /// Step 6: shared data (both users' devices, their syncs and checks).
+    pub sharing_s: f64,
 }
 
 impl Phases {
-    /// The steps that sync.
+    /// The steps that sync devices A and B (step 6's devices are counted apart, in
+    /// [`SharingReport`]).
     pub fn sync_seconds(&self) -> f64 {
         self.initial_a_s + self.initial_b_s + self.offline_sync_s + self.live_s
     }
@@ -144,6 +149,70 @@ pub struct ResumeReport {
     pub items_fetched_twice: u64,
 }
 
+/// Step 6: alice and bob share the crew's rows through the server's sync rules; bob is added to
+/// the crew, then removed.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct SharingReport {
+    /// The team.
+    pub team: String,
+    /// Rows (tasks and members) on bob's device before he was added to the team (0 expected).
+    pub bob_before_membership: u64,
+    /// The crew's tasks when bob was added.
+    pub crew_tasks_before_bob: u64,
+    /// Rows (tasks and members) that moved into bob's device when he was added.
+    pub moved_in: u64,
+    /// Milliseconds from alice starting the sync of bob's membership until bob held the crew's
+    /// rows (a cycle his change stream triggered).
+    pub move_in_ms: f64,
+    /// The crew's tasks on bob's device once alice's live task had reached him.
+    pub shared_rows_seen_by_bob: u64,
+    /// Milliseconds from alice starting the sync of a new task until bob had it (live, through
+    /// his change stream).
+    pub live_latency_ms: f64,
+    /// An edit bob made to a shared task reached alice.
+    pub bob_edit_seen_by_alice: bool,
+    /// Milliseconds from bob starting the sync of his edit until alice had it (live).
+    pub edit_latency_ms: f64,
+    /// Rows of the crew (tasks and members) just before bob's removal, counted on alice's
+    /// device (she holds the whole team).
+    pub crew_rows_at_removal: u64,
+    /// Rows (tasks and members) that left bob's device at his sync after the removal.
+    pub moved_out: u64,
+    /// The tasks among them.
+    pub moved_out_tasks: u64,
+    /// Crew rows still on bob's device after the removal (0 expected).
+    pub left_on_bob: u64,
+    /// Tasks alice wrote after the removal.
+    pub written_after_removal: u64,
+    /// How many of them reached bob (0 expected).
+    pub leaked_after_removal: u64,
+    /// The tasks the server counts in bob's digest after the removal (0 expected).
+    pub bob_readable_tasks_after_removal: u64,
+    /// Both devices' shared collections match what the server lets each user read.
+    pub converged: bool,
+    /// Every guarantee above held (see [`check`](Self::check)).
+    pub passed: bool,
+}
+
+impl SharingReport {
+    /// Whether the chapter's guarantees held: bob got nothing before he was a member, every
+    /// crew task while a member, lost every crew row when removed, received nothing written
+    /// after, and both devices match the server.
+    pub fn check(&self) -> bool {
+        self.bob_before_membership == 0
+            && self.moved_in > self.crew_tasks_before_bob
+            && self.shared_rows_seen_by_bob == self.crew_tasks_before_bob + 1
+            && self.bob_edit_seen_by_alice
+            && self.moved_out == self.crew_rows_at_removal
+            && self.left_on_bob == 0
+            && self.written_after_removal > 0
+            && self.leaked_after_removal == 0
+            && self.bob_readable_tasks_after_removal == 0
+            && self.converged
+    }
+}
+
 /// One collection of one device against the server.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyRow {
@@ -187,9 +256,14 @@ pub fn bytes(value: u64) -> String {
 }
 
 impl Summary {
-    /// Prints step 6: the human summary.
+    /// Every check of the story passed: the devices converged and the sharing guarantees held.
+    pub fn passed(&self) -> bool {
+        self.converged && self.sharing.passed
+    }
+
+    /// Prints step 7: the human summary.
     pub fn show(&self, output: &Output) {
-        output.step("6", "Summary");
+        output.step("7", "Summary");
         let lines = [
             format!(
                 "  items synced     {} (initial syncs, background pulls and pushes, both devices)",
@@ -203,13 +277,14 @@ impl Summary {
             ),
             format!(
                 "                   seed {:.1} s · A initial {:.1} s · B initial {:.1} s · offline \
-                 round {:.1} s · live {:.1} s · verify {:.1} s",
+                 round {:.1} s · live {:.1} s · verify {:.1} s · sharing {:.1} s",
                 self.phases.seed_s,
                 self.phases.initial_a_s,
                 self.phases.initial_b_s,
                 self.phases.offline_sync_s,
                 self.phases.live_s,
-                self.phases.verify_s
+                self.phases.verify_s,
+                self.phases.sharing_s
             ),
             format!(
                 "  on the wire      {} requests · sent {} · received {} ({} decoded)",
@@ -238,6 +313,15 @@ impl Summary {
             format!(
                 "  live change      {:.0} ms from A's sync to B",
                 self.live_latency_ms
+            ),
+            format!(
+                "  shared data      bob saw {} crew tasks (live in {:.0} ms); {} rows moved out at \
+                 his removal; {} leaked after: {}",
+                self.sharing.shared_rows_seen_by_bob,
+                self.sharing.live_latency_ms,
+                self.sharing.moved_out,
+                self.sharing.leaked_after_removal,
+                if self.sharing.passed { "PASS" } else { "FAIL" }
             ),
             format!(
                 "  converged        {}",
@@ -281,6 +365,7 @@ mod tests {
             offline_sync_s: 0.5,
             live_s: 0.25,
             verify_s: 3.0,
+            sharing_s: 0.5,
         };
         assert_eq!(phases.sync_seconds(), 3.75);
     }

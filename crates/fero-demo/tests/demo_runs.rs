@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use fero_demo::edits::{EDITED_TWICE_ON_B, NEW_MESSAGES, SHARED_EDITS};
+use fero_demo::sharing::CREW_TASKS;
 use serde_json::Value;
 
 fn demo(args: &[&str]) -> Output {
@@ -91,7 +92,41 @@ fn json_run_converges_resumes_and_reports_every_conflict_it_set_up() {
     assert!(resume["pages_after"].as_u64().unwrap() > 0);
     assert!(resume["pages_fetched_twice"].as_u64().unwrap() <= 1);
 
-    // Step 6.
+    // Step 6: bob saw every crew task while a member (the ones alice wrote before adding him,
+    // and the one she wrote live), lost every crew row when removed, and nothing written after
+    // the removal reached him.
+    let sharing = &summary["sharing"];
+    assert_eq!(sharing["passed"], true, "{sharing:#}");
+    assert_eq!(sharing["team"], "crew");
+    assert_eq!(sharing["bob_before_membership"], 0, "{sharing:#}");
+    assert_eq!(sharing["crew_tasks_before_bob"], CREW_TASKS);
+    assert_eq!(
+        sharing["moved_in"],
+        CREW_TASKS + 2,
+        "the crew's tasks and both members moved in: {sharing:#}"
+    );
+    assert_eq!(sharing["shared_rows_seen_by_bob"], CREW_TASKS + 1);
+    assert_eq!(sharing["bob_edit_seen_by_alice"], true);
+    assert!(sharing["crew_rows_at_removal"].as_u64().unwrap() > CREW_TASKS);
+    assert_eq!(
+        sharing["moved_out"], sharing["crew_rows_at_removal"],
+        "every crew row left bob's device: {sharing:#}"
+    );
+    assert_eq!(sharing["moved_out_tasks"], CREW_TASKS + 1);
+    assert_eq!(sharing["left_on_bob"], 0);
+    assert_eq!(sharing["written_after_removal"], 1);
+    assert_eq!(sharing["leaked_after_removal"], 0, "{sharing:#}");
+    assert_eq!(sharing["bob_readable_tasks_after_removal"], 0);
+    assert_eq!(sharing["converged"], true);
+    assert!(sharing["live_latency_ms"].as_f64().unwrap() > 0.0);
+    // The private collections of steps 1-5 are untouched by the rules: ada's devices hold the
+    // same counts as the server (checked above), and neither holds a shared row.
+    for device in ["A", "B"] {
+        let counts = summary["devices"][device].as_object().unwrap();
+        assert!(!counts.contains_key("tasks"), "device {device}: {counts:?}");
+    }
+
+    // Step 7.
     assert!(summary["items_synced"].as_u64().unwrap() >= 2 * 7_008);
     assert!(summary["wire"]["bytes_received"].as_u64().unwrap() > 0);
     assert!(summary["seconds"].as_f64().unwrap() > 0.0);
@@ -112,14 +147,16 @@ fn a_run_without_a_terminal_prints_every_step_as_plain_lines() {
     ]);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}\n{}", stderr(&output));
-    for step in ["1", "2", "3", "4", "4b", "5", "6"] {
+    for step in ["1", "2", "3", "4", "4b", "5", "6", "7"] {
         assert!(
             text.contains(&format!("── {step}. ")),
             "step {step}:\n{text}"
         );
     }
     assert!(!text.contains('\u{1b}'), "no terminal escapes:\n{text}");
-    assert!(text.contains("PASS"), "{text}");
+    assert!(text.contains("PASS: both devices"), "{text}");
+    assert!(text.contains("PASS: bob read the crew's rows"), "{text}");
+    assert!(text.contains("it never reached him"), "{text}");
     // Client wins: every one of B's conflicting edits is kept.
     let kept = text
         .lines()
@@ -144,7 +181,7 @@ fn a_chosen_data_dir_keeps_the_databases_and_is_never_reused() {
     ]);
     assert_eq!(summary["converged"], true);
     assert_eq!(summary["data_dir"], dir_arg);
-    for file in ["server.db", "device-a.db", "device-b.db"] {
+    for file in fero_demo::folder::DATABASES {
         assert!(Path::new(&dir).join(file).exists(), "{file} kept");
     }
 
