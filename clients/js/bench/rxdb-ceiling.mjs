@@ -2,6 +2,8 @@
 // replicateRxCollection pulling the same N rows from an in-process handler (no network, no
 // JSON) into memory storage, as in peer-rxdb.md's W1 (pull-only), and with a push handler
 // configured (as replicateFero runs it: RxDB then also stores per-document replication meta).
+// Each line also gives the process's CPU seconds (`cpu_s`, GC threads included); each database is
+// removed after its run so the second does not carry the first one's rows in its heap.
 //   node bench/rxdb-ceiling.mjs [--n 100000] [--batch 5000]
 import { createRxDatabase } from "rxdb";
 import { replicateRxCollection } from "rxdb/plugins/replication";
@@ -33,6 +35,7 @@ for (const withPush of [false, true]) {
   const db = await createRxDatabase({ name: `ceiling${withPush}${Date.now()}`, storage: getRxStorageMemory(), multiInstance: false });
   await db.addCollections({ items: { schema } });
   const start = performance.now();
+  const cpu = process.cpuUsage();
   const replication = replicateRxCollection({
     collection: db.items,
     replicationIdentifier: "ceiling",
@@ -49,7 +52,19 @@ for (const withPush of [false, true]) {
   });
   await replication.awaitInitialReplication();
   const seconds = (performance.now() - start) / 1000;
-  console.log(JSON.stringify({ workload: withPush ? "rxdb-ceiling-with-push" : "rxdb-ceiling-pull-only", n: N, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(N / seconds) }));
+  const { user, system } = process.cpuUsage(cpu);
+  const count = await db.items.count().exec();
+  if (count !== N) throw new Error(`RxDB holds ${count} rows, expected ${N}`);
+  console.log(
+    JSON.stringify({
+      workload: withPush ? "rxdb-ceiling-with-push" : "rxdb-ceiling-pull-only",
+      n: N,
+      batch: BATCH,
+      seconds: +seconds.toFixed(3),
+      items_per_s: Math.round(N / seconds),
+      cpu_s: +((user + system) / 1e6).toFixed(2),
+    }),
+  );
   await replication.cancel();
-  await db.close();
+  await db.remove();
 }

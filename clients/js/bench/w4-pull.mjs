@@ -1,7 +1,11 @@
 // W4-js: pull N rows (bench-spec items: name 20, email 30, body 100 chars) from a real
 // fero-server into RxDB's memory storage in Node, through replicateFero. Prints one JSON line per
-// measurement: the raw pull (FeroClient pages, nothing stored) and the RxDB pull.
-//   node bench/w4-pull.mjs [--n 100000] [--batch 5000] [--runs 3]
+// measurement: the raw pull (FeroClient pages, nothing stored) and the RxDB pull. Besides wall
+// time each line gives the CPU seconds the bench process (`client_cpu_s`, GC threads included)
+// and the server (`server_cpu_s`, from /proc) spent: on a machine shared with other work these
+// vary far less than wall time. Each run starts from a fresh database (removed afterwards, so a
+// run does not carry the rows of the runs before it in its heap).
+//   node bench/w4-pull.mjs [--n 100000] [--batch 5000] [--runs 3] [--no-read-ahead]
 import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
 
@@ -20,6 +24,7 @@ const BATCH = arg("batch", 5000);
 const RUNS = arg("runs", 3);
 // Loopback, as fero's own W4: no compression (`--gzip` to measure with it).
 const ENCODING = process.argv.includes("--gzip") ? undefined : "identity";
+const READ_AHEAD = !process.argv.includes("--no-read-ahead");
 
 const text = (seed, length) => {
   let s = "";
@@ -46,6 +51,28 @@ const schema = {
   required: ["id"],
 };
 
+/** CPU seconds (user + system) of process `pid`, from /proc/<pid>/stat. */
+const processCpu = (pid) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
+};
+const clientCpu = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+};
+/** Starts a stopwatch of wall time and both processes' CPU time. */
+const stopwatch = (serverPid) => {
+  const wall = performance.now();
+  const client = clientCpu();
+  const server = processCpu(serverPid);
+  return () => ({
+    seconds: (performance.now() - wall) / 1000,
+    client_cpu_s: +(clientCpu() - client).toFixed(2),
+    server_cpu_s: +(processCpu(serverPid) - server).toFixed(2),
+  });
+};
+
 const rss = () => {
   const status = readFileSync("/proc/self/status", "utf8");
   return Number(status.match(/VmHWM:\s+(\d+)/)[1]) / 1024;
@@ -63,7 +90,7 @@ try {
   for (let run = 0; run < RUNS; run++) {
     // Raw pull: pages parsed, nothing stored.
     const raw = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore(), acceptEncoding: ENCODING });
-    let t0 = performance.now();
+    let stop = stopwatch(server.pid);
     let checkpoint = null;
     let rows = 0;
     for (;;) {
@@ -72,13 +99,13 @@ try {
       checkpoint = page.checkpoint;
       if (!page.has_more) break;
     }
-    let seconds = (performance.now() - t0) / 1000;
-    console.log(JSON.stringify({ workload: "W4-js-raw", n: rows, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(rows / seconds) }));
+    let time = stop();
+    console.log(JSON.stringify({ workload: "W4-js-raw", n: rows, batch: BATCH, seconds: +time.seconds.toFixed(3), items_per_s: Math.round(rows / time.seconds), client_cpu_s: time.client_cpu_s, server_cpu_s: time.server_cpu_s }));
 
     // Into RxDB's memory storage through replicateFero (push side on, as an app runs it).
     const db = await createRxDatabase({ name: `w4js${run}${Date.now()}`, storage: getRxStorageMemory(), multiInstance: false });
     await db.addCollections({ items: { schema } });
-    t0 = performance.now();
+    stop = stopwatch(server.pid);
     const replication = await replicateFero({
       collection: db.items,
       url: server.url,
@@ -87,14 +114,27 @@ try {
       live: false,
       acceptEncoding: ENCODING,
       pullBatchSize: BATCH,
+      readAhead: READ_AHEAD,
     });
     await replication.awaitInitialReplication();
-    seconds = (performance.now() - t0) / 1000;
+    time = stop();
     const count = await db.items.count().exec();
     if (count !== N) throw new Error(`RxDB holds ${count} rows, expected ${N}`);
-    console.log(JSON.stringify({ workload: "W4-js", n: count, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(count / seconds), peak_rss_mb: +rss().toFixed(1) }));
+    console.log(
+      JSON.stringify({
+        workload: "W4-js",
+        n: count,
+        batch: BATCH,
+        read_ahead: READ_AHEAD,
+        seconds: +time.seconds.toFixed(3),
+        items_per_s: Math.round(count / time.seconds),
+        client_cpu_s: time.client_cpu_s,
+        server_cpu_s: time.server_cpu_s,
+        peak_rss_mb: +rss().toFixed(1),
+      }),
+    );
     await replication.cancel();
-    await db.close();
+    await db.remove();
   }
 } finally {
   await server.stop();
