@@ -2,13 +2,22 @@
 // replicateRxCollection pulling the same N rows from an in-process handler (no network, no
 // JSON) into memory storage, as in peer-rxdb.md's W1 (pull-only), and with a push handler
 // configured (as replicateFero runs it: RxDB then also stores per-document replication meta).
-// Each line also gives the process's CPU seconds (`cpu_s`, GC threads included); each database is
+// Each line also gives the process's CPU seconds (`cpu_s`, GC threads included) and its main
+// thread's (`main_cpu_s`, the wall time on a core of its own); each database is
 // removed after its run so the second does not carry the first one's rows in its heap.
 //   node bench/rxdb-ceiling.mjs [--n 100000] [--batch 5000]
+import { readFileSync } from "node:fs";
+
 import { createRxDatabase } from "rxdb";
 import { replicateRxCollection } from "rxdb/plugins/replication";
 import { getRxStorageMemory } from "rxdb/plugins/storage-memory";
 
+/** CPU seconds (user + system) of this process's main thread, from /proc. */
+const mainCpu = () => {
+  const stat = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
@@ -36,6 +45,7 @@ for (const withPush of [false, true]) {
   await db.addCollections({ items: { schema } });
   const start = performance.now();
   const cpu = process.cpuUsage();
+  const main = mainCpu();
   const replication = replicateRxCollection({
     collection: db.items,
     replicationIdentifier: "ceiling",
@@ -63,6 +73,7 @@ for (const withPush of [false, true]) {
       seconds: +seconds.toFixed(3),
       items_per_s: Math.round(N / seconds),
       cpu_s: +((user + system) / 1e6).toFixed(2),
+      main_cpu_s: +(mainCpu() - main).toFixed(2),
     }),
   );
   await replication.cancel();

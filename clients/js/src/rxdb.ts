@@ -10,7 +10,7 @@ import { Subject } from "rxjs";
 
 import { FeroClient, type FeroClientOptions } from "./client.js";
 import { FeroError, ResyncRequiredError } from "./errors.js";
-import type { Change, ChangeResult, Checkpoint, FeroDocument, MutationId, PullResponse } from "./types.js";
+import type { Change, ChangeResult, Checkpoint, FeroDocument, MutationId } from "./types.js";
 
 /** What a conflict resolves to: the server's state, the local edit (pushed again), or a merge. */
 export type ConflictStrategy<T> =
@@ -32,12 +32,6 @@ export interface ReplicateFeroOptions<T> extends Omit<FeroClientOptions, "url" |
   versionField?: string;
   /** Rows per pull request (default 2,000; at most 5,000). */
   pullBatchSize?: number;
-  /**
-   * Request the next page while RxDB writes the current one, when the server says more follow
-   * (default true). The page read ahead is used only if RxDB asks for exactly that checkpoint
-   * next and no push was answered in between; otherwise it is dropped and pulled again.
-   */
-  readAhead?: boolean;
   /** Rows RxDB hands the push handler at once (default 500); the client splits by bytes too. */
   pushBatchSize?: number;
   /** Keep pulling on change-stream notices (default true). */
@@ -146,38 +140,6 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
   const outstanding = new Map<string, MutationId>();
   let resync: Set<string> | undefined;
   let resyncs = 0;
-  // Read-ahead (see `readAhead`): the next page, requested as soon as a page with `has_more`
-  // arrives, so the server and the network work while RxDB writes. `pushes` counts answered
-  // pushes: a page requested before an answer may predate the accepted write and is not used.
-  const readAhead = options.readAhead ?? true;
-  let ahead: { after: string; limit: number; pushes: number; page: Promise<PullResponse | undefined>; abort: AbortController } | undefined;
-  let pushes = 0;
-  let cancelled = false;
-  const checkpointKey = (checkpoint: Checkpoint | null): string =>
-    checkpoint === null ? "" : `${checkpoint.last_sync_id}\u0000${checkpoint.updated_at ?? ""}\u0000${checkpoint.cursor ?? ""}`;
-  const dropAhead = () => {
-    ahead?.abort.abort();
-    ahead = undefined;
-  };
-  /** The page after `checkpoint`: the one read ahead if it fits, else a fresh pull. */
-  const pullPage = async (checkpoint: Checkpoint | null, batchSize: number): Promise<PullResponse> => {
-    const read = ahead;
-    ahead = undefined;
-    if (read && read.after === checkpointKey(checkpoint) && read.limit === batchSize && read.pushes === pushes) {
-      // A failed read-ahead is pulled again below, where its error (410 included) counts.
-      const page = await read.page;
-      if (page && pushes === read.pushes) return page;
-    } else {
-      read?.abort.abort();
-    }
-    return client.pull(name, checkpoint, batchSize);
-  };
-  const startReadAhead = (checkpoint: Checkpoint, batchSize: number) => {
-    if (!readAhead || cancelled) return;
-    const abort = new AbortController();
-    const page = client.pull(name, checkpoint, batchSize, abort.signal).catch(() => undefined);
-    ahead = { after: checkpointKey(checkpoint), limit: batchSize, pushes, page, abort };
-  };
 
   const toDocument = (item: FeroDocument): WithDeleted<T> => {
     // The page was parsed once by `response.json()` and is ours: the data object becomes the
@@ -208,16 +170,14 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
   const pullHandler = async (checkpoint: Checkpoint | undefined, batchSize: number) => {
     let page;
     try {
-      page = await pullPage(checkpoint ?? null, batchSize);
+      page = await client.pull(name, checkpoint ?? null, batchSize);
     } catch (error) {
-      dropAhead();
       if (!(error instanceof ResyncRequiredError)) throw error;
       // 410: pull everything again; rows not seen by the end were purged on the server.
       resync = new Set();
       resyncs++;
       page = await client.pull(name, null, batchSize);
     }
-    if (page.has_more) startReadAhead(page.checkpoint, batchSize);
     const documents: WithDeleted<T>[] = new Array(page.items.length);
     for (let i = 0; i < page.items.length; i++) {
       const item = page.items[i]!;
@@ -243,14 +203,7 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
     const inputs = changes.map(({ key, ...change }) => ({ ...change, mutation_id: outstanding.get(key) }));
     const withIds = await client.assignMutationIds(inputs);
     withIds.forEach((change, i) => outstanding.set(changes[i]!.key, change.mutation_id));
-    let results: ChangeResult[];
-    try {
-      results = await client.push(name, withIds);
-    } finally {
-      // The server may have taken the push even when its answer was lost.
-      pushes++;
-      dropAhead();
-    }
+    const results: ChangeResult[] = await client.push(name, withIds);
     const masters: WithDeleted<T>[] = [];
     const recreate: number[] = [];
     results.forEach((result, i) => {
@@ -272,10 +225,7 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
     if (recreate.length > 0) {
       // The server has no such row (purged): the edit creates it again.
       const again = recreate.map((i) => ({ ...changes[i]!, key: undefined, base_version: null }));
-      const answers = await client.push(name, again.map(({ key: _key, ...change }) => change)).finally(() => {
-        pushes++;
-        dropAhead();
-      });
+      const answers = await client.push(name, again.map(({ key: _key, ...change }) => change));
       answers.forEach((result, j) => {
         const row = rows[recreate[j]!]!;
         if (result.status === "accepted") {
@@ -320,8 +270,6 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
     client,
     rejected$,
     cancel: async () => {
-      cancelled = true;
-      dropAhead();
       stream?.close();
       return cancel();
     },
