@@ -4,7 +4,11 @@
 // time each line gives the CPU seconds the bench process spent (`client_cpu_s`, its GC helper
 // threads included), its main JavaScript thread alone (`client_main_cpu_s`) and the server
 // (`server_cpu_s`), from /proc: on a machine shared with other work these vary far less than wall
-// time, and the main thread's figure is the wall time the client needs on a core of its own. Each run starts from a fresh database (removed afterwards, so a
+// time, and the main thread's figure is the wall time the client needs on a core of its own.
+// `client_main_runqueue_s` is the time the main thread was ready to run but waited for a CPU
+// (/proc schedstat): on a shared machine `items_per_s_without_runqueue`, the rate once that wait is
+// taken out, comes nearer to what a machine of its own gives (still pessimistic: the server and
+// the GC threads the main thread waits for waited for a CPU too). Each run starts from a fresh database (removed afterwards, so a
 // run does not carry the rows of the runs before it in its heap).
 //   node bench/w4-pull.mjs [--n 100000] [--batch 5000] [--runs 3] [--profile FILE]
 // `--profile FILE` writes a CPU profile of the last run's RxDB pull (open it in Chrome DevTools).
@@ -60,6 +64,8 @@ const processCpu = (pid, thread = undefined) => {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
 };
+/** Seconds the main thread waited on a run queue (ready, no CPU free), from /proc schedstat. */
+const runqueueWait = () => Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
 const clientCpu = () => {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1e6;
@@ -69,9 +75,11 @@ const stopwatch = (serverPid) => {
   const wall = performance.now();
   const client = clientCpu();
   const main = processCpu(process.pid, process.pid);
+  const waited = runqueueWait();
   const server = processCpu(serverPid);
   return () => ({
     seconds: (performance.now() - wall) / 1000,
+    client_main_runqueue_s: +(runqueueWait() - waited).toFixed(2),
     client_cpu_s: +(clientCpu() - client).toFixed(2),
     client_main_cpu_s: +(processCpu(process.pid, process.pid) - main).toFixed(2),
     server_cpu_s: +(processCpu(serverPid) - server).toFixed(2),
@@ -149,6 +157,8 @@ try {
         items_per_s: Math.round(count / time.seconds),
         client_cpu_s: time.client_cpu_s,
         client_main_cpu_s: time.client_main_cpu_s,
+        client_main_runqueue_s: time.client_main_runqueue_s,
+        items_per_s_without_runqueue: Math.round(count / (time.seconds - time.client_main_runqueue_s)),
         server_cpu_s: time.server_cpu_s,
         peak_rss_mb: +rss().toFixed(1),
       }),
