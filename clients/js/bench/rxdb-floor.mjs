@@ -2,8 +2,8 @@
 // text of pages of 5,000, written straight into the collection's memory storage instance with
 // `bulkWrite` (no replication protocol), and with `--meta` also one replication meta document
 // per row into a second instance, as RxDB's replication stores beside every pulled document
-// when a push handler is configured. Prints wall time and the CPU seconds of the process and of
-// its main thread.
+// when a push handler is configured. Prints wall time, the CPU seconds of the process and of its
+// main thread, and the main thread's wait for a CPU (as in w4-pull.mjs).
 //   node bench/rxdb-floor.mjs [--n 100000] [--batch 5000] [--runs 3] [--meta]
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -17,6 +17,8 @@ const mainCpu = () => {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
+/** Seconds the main thread waited on a run queue (ready, no CPU free), from /proc schedstat. */
+const runqueueWait = () => Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
@@ -70,6 +72,7 @@ for (let run = 0; run < RUNS; run++) {
   const start = performance.now();
   const cpu = process.cpuUsage();
   const main = mainCpu();
+  const waited = runqueueWait();
   let lwt = Date.now();
   for (const bytes of pages) {
     const page = JSON.parse(new TextDecoder().decode(bytes));
@@ -94,6 +97,7 @@ for (let run = 0; run < RUNS; run++) {
   const count = await db.items.count().exec(); // also lets the storage finish its lazy index writes
   const seconds = (performance.now() - start) / 1000;
   const { user, system } = process.cpuUsage(cpu);
+  const runqueue = runqueueWait() - waited;
   if (count !== N) throw new Error(`RxDB holds ${count} rows, expected ${N}`);
   console.log(
     JSON.stringify({
@@ -104,6 +108,8 @@ for (let run = 0; run < RUNS; run++) {
       items_per_s: Math.round(N / seconds),
       cpu_s: +((user + system) / 1e6).toFixed(2),
       main_cpu_s: +(mainCpu() - main).toFixed(2),
+      main_runqueue_s: +runqueue.toFixed(2),
+      items_per_s_without_runqueue: Math.round(N / (seconds - runqueue)),
     }),
   );
   await db.remove();

@@ -1,7 +1,7 @@
 // W4-js without a server: replicateFero fed pre-serialized pull pages by an in-process `fetch`
 // (the same JSON a fero-server answers), into RxDB's memory storage. Isolates the client and
 // RxDB from HTTP and the server, for profiling. Prints wall time and the CPU seconds of the process and of its
-// main thread; `--profile FILE` writes a CPU profile of the last run (open it in Chrome DevTools).
+// main thread, and the main thread's wait for a CPU (as in w4-pull.mjs); `--profile FILE` writes a CPU profile of the last run (open it in Chrome DevTools).
 //   node bench/w4-inprocess.mjs [--n 100000] [--batch 5000] [--runs 3] [--profile FILE]
 import { Session } from "node:inspector/promises";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -18,6 +18,8 @@ const mainCpu = () => {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
+/** Seconds the main thread waited on a run queue (ready, no CPU free), from /proc schedstat. */
+const runqueueWait = () => Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
@@ -83,6 +85,7 @@ for (let run = 0; run < RUNS; run++) {
   const t0 = performance.now();
   const cpu = process.cpuUsage();
   const main = mainCpu();
+  const waited = runqueueWait();
   const replication = await replicateFero({
     collection: db.items,
     url: "http://in-process",
@@ -96,6 +99,7 @@ for (let run = 0; run < RUNS; run++) {
   const seconds = (performance.now() - t0) / 1000;
   const { user, system } = process.cpuUsage(cpu);
   const mainSeconds = mainCpu() - main;
+  const runqueue = runqueueWait() - waited;
   if (session) {
     const { profile } = await session.post("Profiler.stop");
     writeFileSync(PROFILE, JSON.stringify(profile));
@@ -103,7 +107,19 @@ for (let run = 0; run < RUNS; run++) {
   }
   const count = await db.items.count().exec();
   if (count !== N) throw new Error(`RxDB holds ${count} rows, expected ${N}`);
-  console.log(JSON.stringify({ workload: "W4-js-inprocess", n: count, batch: BATCH, seconds: +seconds.toFixed(3), items_per_s: Math.round(count / seconds), cpu_s: +((user + system) / 1e6).toFixed(2), main_cpu_s: +mainSeconds.toFixed(2) }));
+  console.log(
+    JSON.stringify({
+      workload: "W4-js-inprocess",
+      n: count,
+      batch: BATCH,
+      seconds: +seconds.toFixed(3),
+      items_per_s: Math.round(count / seconds),
+      cpu_s: +((user + system) / 1e6).toFixed(2),
+      main_cpu_s: +mainSeconds.toFixed(2),
+      main_runqueue_s: +runqueue.toFixed(2),
+      items_per_s_without_runqueue: Math.round(count / (seconds - runqueue)),
+    }),
+  );
   await replication.cancel();
   await db.remove();
 }
