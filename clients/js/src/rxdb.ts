@@ -10,7 +10,7 @@ import { Subject } from "rxjs";
 
 import { FeroClient, type FeroClientOptions } from "./client.js";
 import { FeroError, ResyncRequiredError } from "./errors.js";
-import type { Change, ChangeResult, Checkpoint, FeroDocument, MutationId } from "./types.js";
+import { MAX_PAGE_SIZE, type Change, type ChangeResult, type Checkpoint, type FeroDocument, type MutationId } from "./types.js";
 
 /** What a conflict resolves to: the server's state, the local edit (pushed again), or a merge. */
 export type ConflictStrategy<T> =
@@ -30,7 +30,10 @@ export interface ReplicateFeroOptions<T> extends Omit<FeroClientOptions, "url" |
   remoteCollection?: string;
   /** The document field holding fero's `version` (default `version`; declare it in the schema as a number). */
   versionField?: string;
-  /** Rows per pull request (default 2,000; at most 5,000). */
+  /**
+   * Rows per pull request (default and most: 5,000, the server's largest page). Larger pages
+   * cost RxDB less per row in a first sync (measured in BENCHMARKS.md, W4-js).
+   */
   pullBatchSize?: number;
   /** Rows RxDB hands the push handler at once (default 500); the client splits by bytes too. */
   pushBatchSize?: number;
@@ -247,7 +250,7 @@ export async function replicateFero<T>(options: ReplicateFeroOptions<T>): Promis
     autoStart: options.autoStart ?? true,
     pull: {
       handler: pullHandler,
-      batchSize: Math.min(5000, options.pullBatchSize ?? 2000),
+      batchSize: Math.min(MAX_PAGE_SIZE, options.pullBatchSize ?? MAX_PAGE_SIZE),
       stream$: remoteEvents.asObservable(),
     },
     push: { handler: pushHandler, batchSize: options.pushBatchSize ?? 500 },

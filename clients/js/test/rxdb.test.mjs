@@ -234,3 +234,40 @@ test("410 resync_required: the replication pulls everything again and drops rows
   assert.equal(replication.resyncs, 1);
   assert.deepEqual(Object.keys(await rxRows(todos)), ["keep"]);
 });
+
+test("a first sync pulls pages of 5,000 by default, each once, the next asked for before RxDB writes the current", async () => {
+  const rows = 7000;
+  const seeder = await FeroClient.create({ url: server.url, token: ALICE, store: memoryStore(), pushBatchCount: 5000, pushBatchBytes: 4 * 1024 * 1024 });
+  const changes = Array.from({ length: rows }, (_, i) => ({ id: `p${String(i).padStart(5, "0")}`, base_version: null, data: { title: `row ${i}`, done: i % 2 === 0 } }));
+  await seeder.push("pages", changes);
+
+  let written = 0;
+  const pulls = [];
+  const logged = async (url, init) => {
+    if (String(url).endsWith("/pull")) {
+      const { checkpoint, limit } = JSON.parse(init.body);
+      // What RxDB has written when the request goes out (received$ counts written rows).
+      pulls.push({ after: checkpoint?.last_sync_id ?? null, limit, writtenBefore: written });
+    }
+    return fetch(url, init);
+  };
+  const db = await todoDatabase();
+  const replication = await replicateFero({ collection: db.todos, url: server.url, token: ALICE, remoteCollection: "pages", store: memoryStore(), live: false, fetch: logged });
+  cleanup.push(async () => {
+    await replication.cancel();
+    await db.close();
+  });
+  replication.received$.subscribe(() => written++);
+  await replication.awaitInitialReplication();
+
+  assert.equal(await db.todos.count().exec(), rows);
+  assert.deepEqual(
+    pulls.map(({ limit }) => limit),
+    [5000, 5000],
+    "two pages of at most 5,000: the default page is the server's largest",
+  );
+  assert.equal(pulls[0].after, null);
+  assert.notEqual(pulls[1].after, null, "the second request continues from the first page's checkpoint");
+  assert.equal(pulls[1].writtenBefore, 0, "the second page is requested before the first is written");
+  assert.deepEqual((await db.todos.findOne("p06999").exec()).toJSON().title, "row 6999");
+});

@@ -49,6 +49,8 @@ export async function startServer({ args = [], release = false } = {}) {
   return {
     url,
     binary,
+    /** The server's process id (benchmarks read its CPU time from /proc). */
+    pid: child.pid,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once("exit", r));
