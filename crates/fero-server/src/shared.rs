@@ -177,6 +177,16 @@ pub struct SharedCursor {
     /// The restore epoch of the database that issued it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e: Option<u64>,
+    /// The highest `seq` of a row the device may have received, when above `p` (rows moved in
+    /// are sent whatever their position); 0 otherwise. A move-out names only rows that entered
+    /// their bucket at or before it: a row written later never reached the device, and is not
+    /// named to it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub h: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// How far a transition between two readable sets got.
@@ -361,13 +371,16 @@ pub(crate) trait Snapshot {
         after: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<SharedRow>, StorageError>>;
-    /// Rows currently in `buckets`, and rows that exited them after `since`, with id above
-    /// `after_id`, in id order, each once, at most `limit`.
+    /// Rows currently in `buckets`, and rows that exited them after `since`, that had entered
+    /// the bucket at or before `reach` (the highest `seq` the device may have received), with id
+    /// above `after_id`, in id order, each once, at most `limit`.
+    #[allow(clippy::too_many_arguments)]
     fn candidates(
         &mut self,
         collection: &str,
         buckets: &BTreeSet<String>,
         since: u64,
+        reach: u64,
         after_id: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Candidate>, StorageError>>;
@@ -431,6 +444,7 @@ pub(crate) async fn pull_page<S: Snapshot>(
             set: now_hash.clone(),
             to: None,
             e: epoch,
+            h: 0,
         },
         Some(cursor) => {
             check(snap, collection, &cursor, epoch).await?;
@@ -523,6 +537,7 @@ pub(crate) async fn pull_page<S: Snapshot>(
                         collection,
                         &dropped,
                         cursor.p,
+                        cursor.h.max(cursor.p),
                         after_id.as_deref(),
                         room + 1,
                     )
@@ -571,6 +586,7 @@ pub(crate) async fn pull_page<S: Snapshot>(
                 for row in rows.into_iter().take(room) {
                     guard(collection, &readable, &row)?;
                     last = row.doc.sync_id.0;
+                    cursor.h = cursor.h.max(last);
                     if sent.insert(row.doc.id.clone()) {
                         items.push(row.doc);
                     }
@@ -611,10 +627,13 @@ fn guard(
 fn finish(
     items: Vec<StoredDocument>,
     has_more: bool,
-    cursor: SharedCursor,
+    mut cursor: SharedCursor,
     new_sets: Vec<BTreeSet<String>>,
     readable: BTreeSet<String>,
 ) -> SharedPage {
+    if cursor.h <= cursor.p {
+        cursor.h = 0;
+    }
     SharedPage {
         items,
         has_more,
@@ -690,6 +709,7 @@ mod tests {
                 phase: Phase::Out(Some("id-9".into())),
             }),
             e: Some(7),
+            h: 50,
         };
         let text = cursor.encode();
         assert!(text.starts_with("b1-"));

@@ -339,7 +339,35 @@ pub async fn membership_moves_rows_in_and_out<S: Storage>(storage: S) -> Result<
             vec![removal_of(member("m-dan", None, "admin-1", 102, "dan", "red")).with_base(1)],
         )
         .await?;
-    device.sync(&storage, &dan, 4, &blue_only).await?;
+    // A red row written after the removal, before dan's device pulls: the move-out must not
+    // even name it (dan never held it, and may not learn that it exists).
+    storage
+        .shared_push(
+            Arc::clone(&admin),
+            TASKS,
+            vec![task("r-late", None, "admin-1", 104, "red")],
+        )
+        .await?;
+    let held: BTreeSet<String> = device.rows.keys().cloned().collect();
+    let mut cursor = device.cursor.clone();
+    loop {
+        let page = storage
+            .shared_pull(Arc::clone(&dan), TASKS, cursor.clone(), 4)
+            .await?;
+        for item in &page.items {
+            assert!(
+                held.contains(&item.id) || item.id == "b1",
+                "the move-out named {:?}, a row dan never held",
+                item.id
+            );
+            device.apply(item, dan.user(), &blue_only);
+        }
+        cursor = Some(page.cursor);
+        if !page.has_more {
+            break;
+        }
+    }
+    device.cursor = cursor;
     assert_eq!(
         device.rows.keys().cloned().collect::<Vec<_>>(),
         vec!["b1".to_owned()],

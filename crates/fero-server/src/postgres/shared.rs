@@ -54,6 +54,7 @@ CREATE TABLE fero_shared_rows (
     updated_at BIGINT  NOT NULL,
     deleted    BOOLEAN NOT NULL DEFAULT FALSE,
     data       TEXT    NOT NULL,
+    entered    BIGINT  NOT NULL,
     PRIMARY KEY (collection, id)
 );
 CREATE INDEX fero_shared_rows_bucket ON fero_shared_rows (collection, bucket, seq);
@@ -63,6 +64,7 @@ CREATE TABLE fero_shared_exits (
     seq        BIGINT NOT NULL,
     id         TEXT   COLLATE "C" NOT NULL,
     at         BIGINT NOT NULL,
+    entered    BIGINT NOT NULL,
     PRIMARY KEY (collection, bucket, seq, id)
 );
 CREATE TABLE fero_shared_grants (
@@ -94,14 +96,21 @@ const SELECT_COUNTER: &str = "SELECT value FROM fero_shared_counters WHERE colle
 const SELECT_ROW_FOR_UPDATE: &str =
     "SELECT id, seq, version, updated_at, deleted, data, bucket FROM fero_shared_rows
      WHERE collection = $1 AND id = $2 FOR UPDATE";
+/// `entered` is the `seq` at which the row entered its bucket: kept by a write that leaves the
+/// row in its bucket, renewed by one that moves it.
 const UPSERT_ROW: &str = "INSERT INTO fero_shared_rows
-         (collection, id, bucket, version, seq, updated_at, deleted, data)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         (collection, id, bucket, version, seq, updated_at, deleted, data, entered)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $5)
      ON CONFLICT (collection, id) DO UPDATE SET bucket = excluded.bucket,
          version = excluded.version, seq = excluded.seq, updated_at = excluded.updated_at,
-         deleted = excluded.deleted, data = excluded.data";
-const INSERT_EXIT: &str = "INSERT INTO fero_shared_exits (collection, bucket, seq, id, at)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+         deleted = excluded.deleted, data = excluded.data,
+         entered = CASE WHEN fero_shared_rows.bucket = excluded.bucket
+                        THEN fero_shared_rows.entered ELSE excluded.entered END";
+/// The exit of row `$4` from its bucket `$2` at `$3`, with the `seq` at which it had entered
+/// that bucket; run before the row is overwritten.
+const INSERT_EXIT: &str = "INSERT INTO fero_shared_exits (collection, bucket, seq, id, at, entered)
+     SELECT $1, $2, $3, $4, $5, entered FROM fero_shared_rows WHERE collection = $1 AND id = $4
+     ON CONFLICT DO NOTHING";
 const SELECT_GRANT: &str =
     "SELECT member FROM fero_shared_grants WHERE collection = $1 AND id = $2";
 const DELETE_GRANT: &str = "DELETE FROM fero_shared_grants WHERE collection = $1 AND id = $2";
@@ -129,13 +138,17 @@ const SELECT_BUCKET_ROWS: &str =
     "SELECT id, seq, version, updated_at, deleted, data, bucket FROM fero_shared_rows
      WHERE collection = $1 AND bucket = $2 AND seq > $3 AND NOT deleted
      ORDER BY seq LIMIT $4";
-/// Rows in the buckets `$2` now, or that left them after `$3`, with id above `$4`, in id order.
+/// Rows in the buckets `$2` now, or that left them after `$3`, that entered the bucket at or
+/// before `$6` (the highest position the device may have received), with id above `$4`, in id
+/// order: what the device may hold of them. A row that entered later never reached the device
+/// and is not named to it.
 const SELECT_CANDIDATES: &str = "WITH ids(id) AS (
          SELECT id FROM fero_shared_rows
-          WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND id > $4
+          WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND entered <= $6 AND id > $4
          UNION
          SELECT id FROM fero_shared_exits
-          WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND seq > $3 AND id > $4)
+          WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND seq > $3 AND entered <= $6
+            AND id > $4)
      SELECT ids.id, r.bucket, r.version, r.seq, r.updated_at
        FROM ids LEFT JOIN fero_shared_rows r ON r.collection = $1 AND r.id = ids.id
       ORDER BY ids.id LIMIT $5";
@@ -261,6 +274,7 @@ impl PgSnapshot<'_> {
         collection: &str,
         buckets: &BTreeSet<String>,
         since: u64,
+        reach: u64,
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Candidate>, Failure> {
@@ -275,6 +289,7 @@ impl PgSnapshot<'_> {
                     &to_sql(since),
                     &after_id.unwrap_or(""),
                     &to_limit(limit),
+                    &to_sql(reach),
                 ],
             )
             .await?;
@@ -380,10 +395,11 @@ impl Snapshot for PgSnapshot<'_> {
         collection: &str,
         buckets: &BTreeSet<String>,
         since: u64,
+        reach: u64,
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Candidate>, StorageError> {
-        self.read_candidates(collection, buckets, since, after_id, limit)
+        self.read_candidates(collection, buckets, since, reach, after_id, limit)
             .await
             .map_err(|f| self.fail(f))
     }
@@ -577,6 +593,15 @@ pub(super) async fn push_in(
         } else {
             change.data.to_string()
         };
+        if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
+            let insert_exit = tx.prepare_cached(INSERT_EXIT).await?;
+            tx.execute(
+                &insert_exit,
+                &[&collection, &old, &next, &change.id, &updated_at],
+            )
+            .await?;
+            touched.insert(old);
+        }
         let upsert = tx.prepare_cached(UPSERT_ROW).await?;
         tx.execute(
             &upsert,
@@ -592,15 +617,6 @@ pub(super) async fn push_in(
             ],
         )
         .await?;
-        if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
-            let insert_exit = tx.prepare_cached(INSERT_EXIT).await?;
-            tx.execute(
-                &insert_exit,
-                &[&collection, &old, &next, &change.id, &updated_at],
-            )
-            .await?;
-            touched.insert(old);
-        }
         touched.insert(routed.bucket.clone());
         if membership {
             let select_grant = tx.prepare_cached(SELECT_GRANT).await?;

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS shared_rows (
     updated_at INTEGER NOT NULL,
     deleted    INTEGER NOT NULL DEFAULT 0,
     data       TEXT    NOT NULL,
+    entered    INTEGER NOT NULL,
     UNIQUE (collection, id)
 );
 CREATE INDEX IF NOT EXISTS shared_rows_bucket ON shared_rows (collection, bucket, seq);
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS shared_exits (
     seq        INTEGER NOT NULL,
     id         TEXT    NOT NULL,
     at         INTEGER NOT NULL,
+    entered    INTEGER NOT NULL,
     PRIMARY KEY (collection, bucket, seq, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shared_grants (
@@ -56,13 +58,22 @@ CREATE TABLE IF NOT EXISTS shared_sets (
 
 const SELECT_ROW: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
      FROM shared_rows WHERE collection = ?1 AND id = ?2";
+/// `entered` is the `seq` at which the row entered its bucket: kept by a write that leaves the
+/// row in its bucket, renewed by one that moves it.
 const UPSERT_ROW: &str =
-    "INSERT INTO shared_rows (collection, id, bucket, version, seq, updated_at, deleted, data)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    "INSERT INTO shared_rows (collection, id, bucket, version, seq, updated_at, deleted, data,
+         entered)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?5)
      ON CONFLICT (collection, id) DO UPDATE SET bucket = excluded.bucket,
          version = excluded.version, seq = excluded.seq, updated_at = excluded.updated_at,
-         deleted = excluded.deleted, data = excluded.data";
-const INSERT_EXIT: &str = "INSERT OR IGNORE INTO shared_exits (collection, bucket, seq, id, at) VALUES (?1, ?2, ?3, ?4, ?5)";
+         deleted = excluded.deleted, data = excluded.data,
+         entered = CASE WHEN shared_rows.bucket = excluded.bucket THEN shared_rows.entered
+                        ELSE excluded.entered END";
+/// The exit of row `?4` from its bucket `?2` at `?3`, with the `seq` at which it had entered
+/// that bucket; run before the row is overwritten.
+const INSERT_EXIT: &str =
+    "INSERT OR IGNORE INTO shared_exits (collection, bucket, seq, id, at, entered)
+     SELECT ?1, ?2, ?3, ?4, ?5, entered FROM shared_rows WHERE collection = ?1 AND id = ?4";
 const SELECT_GRANT: &str = "SELECT member FROM shared_grants WHERE collection = ?1 AND id = ?2";
 const DELETE_GRANT: &str = "DELETE FROM shared_grants WHERE collection = ?1 AND id = ?2";
 const INSERT_GRANT: &str =
@@ -95,14 +106,19 @@ const MERGED_BUCKETS: usize = 256;
 const SELECT_BUCKET_ROWS: &str = "SELECT id, seq, version, updated_at, deleted, data, bucket
      FROM shared_rows WHERE collection = ?1 AND bucket = ?2 AND seq > ?3 AND deleted = 0
      ORDER BY seq LIMIT ?4";
-/// Rows in the buckets `?2` now, or that left them after `?3`, with id above `?4`, in id order.
+/// Rows in the buckets `?2` now, or that left them after `?3`, that entered the bucket at or
+/// before `?6` (the highest position the device may have received), with id above `?4`, in id
+/// order: what the device may hold of them. A row that entered later never reached the device
+/// and is not named to it.
 const SELECT_CANDIDATES: &str = "WITH d(bucket) AS (SELECT value FROM json_each(?2)),
      ids(id) AS (
          SELECT id FROM shared_rows
-          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND id > ?4
+          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND entered <= ?6
+            AND id > ?4
          UNION
          SELECT id FROM shared_exits
-          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND seq > ?3 AND id > ?4)
+          WHERE collection = ?1 AND bucket IN (SELECT bucket FROM d) AND seq > ?3
+            AND entered <= ?6 AND id > ?4)
      SELECT ids.id, r.bucket, r.version, r.seq, r.updated_at
        FROM ids LEFT JOIN shared_rows r ON r.collection = ?1 AND r.id = ids.id
       ORDER BY ids.id LIMIT ?5";
@@ -253,6 +269,7 @@ impl Snapshot for SqliteSnapshot<'_> {
         collection: &str,
         buckets: &BTreeSet<String>,
         since: u64,
+        reach: u64,
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Candidate>, StorageError> {
@@ -263,7 +280,8 @@ impl Snapshot for SqliteSnapshot<'_> {
                 json_list(buckets),
                 to_sql(since),
                 after_id.unwrap_or(""),
-                to_limit(limit)
+                to_limit(limit),
+                to_sql(reach)
             ])?;
             let mut found = Vec::new();
             while let Some(row) = rows.next()? {
@@ -376,16 +394,6 @@ pub(super) fn push_in(
             (true, None) => "null".to_owned(),
             (false, _) => change.data.to_string(),
         };
-        tx.prepare_cached(UPSERT_ROW)?.execute(params![
-            collection,
-            change.id,
-            routed.bucket,
-            to_sql(version),
-            next,
-            to_sql(now.0),
-            change.deleted,
-            data
-        ])?;
         if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
             tx.prepare_cached(INSERT_EXIT)?.execute(params![
                 collection,
@@ -396,6 +404,16 @@ pub(super) fn push_in(
             ])?;
             touched.insert(old);
         }
+        tx.prepare_cached(UPSERT_ROW)?.execute(params![
+            collection,
+            change.id,
+            routed.bucket,
+            to_sql(version),
+            next,
+            to_sql(now.0),
+            change.deleted,
+            data
+        ])?;
         touched.insert(routed.bucket.clone());
         if membership {
             let before: Option<String> = tx
