@@ -389,6 +389,11 @@ pub struct W7Line {
     pub shared_rows_per_s: u64,
     /// Rows per second of the private median.
     pub private_rows_per_s: u64,
+    /// The server's part alone: median time of the storage calls that page the device's shared
+    /// rows (`Storage::shared_pull`, pages of `batch`), no HTTP, no client, ms.
+    pub storage_shared_ms: f64,
+    /// The same for the private rows (`Storage::pull`), ms.
+    pub storage_private_ms: f64,
     /// Seconds spent seeding the server (not measured).
     pub seed_s: f64,
     /// One-minute load average at the start and at the end of the measured runs.
@@ -417,6 +422,57 @@ async fn initial_sync(
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     Ok(elapsed)
+}
+
+/// The server's part of W7 alone: the medians over `runs` of paging every row of the device
+/// through the storage, shared then private (alternating).
+async fn storage_pulls(
+    server: &SharedServer,
+    batch: usize,
+    runs: usize,
+    rows: u64,
+) -> Result<(Duration, Duration), BenchError> {
+    const W: &str = "W7";
+    let limit = u32::try_from(batch).unwrap_or(u32::MAX);
+    let device = UserId::new(DEVICE);
+    let mut shared = Vec::with_capacity(runs);
+    let mut private = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let access = TeamAccess::arc(DEVICE, &[]);
+        let started = Instant::now();
+        let (mut cursor, mut count) = (None, 0);
+        loop {
+            let page = server
+                .storage
+                .shared_pull(Arc::clone(&access), TASKS, cursor, limit)
+                .await
+                .map_err(server_error)?;
+            count += page.items.len() as u64;
+            cursor = Some(page.cursor);
+            if !page.has_more {
+                break;
+            }
+        }
+        shared.push(started.elapsed());
+        BenchError::verify(W, rows, "rows of the storage's shared pull", rows, count)?;
+        let started = Instant::now();
+        let (mut after, mut count) = (SyncId(0), 0);
+        loop {
+            let page = server
+                .storage
+                .pull(&device, PRIVATE, after, limit)
+                .await
+                .map_err(server_error)?;
+            count += page.items.len() as u64;
+            after = page.items.last().map_or(after, |item| item.sync_id);
+            if !page.has_more {
+                break;
+            }
+        }
+        private.push(started.elapsed());
+        BenchError::verify(W, rows, "rows of the storage's private pull", rows, count)?;
+    }
+    Ok((median(&mut shared), median(&mut private)))
 }
 
 /// Runs W7: seeds the server, then alternates the initial syncs of the shared and the private
@@ -497,6 +553,8 @@ pub async fn run_w7(options: &W7Options) -> Result<W7Line, BenchError> {
             }
         }
     }
+    let (storage_shared, storage_private) =
+        storage_pulls(&server, options.batch, options.runs, expected.len() as u64).await?;
     let load_after = load_average();
     server.stop().await;
     let device_rows = expected.len() as u64;
@@ -514,6 +572,8 @@ pub async fn run_w7(options: &W7Options) -> Result<W7Line, BenchError> {
         ratio: (shared.as_secs_f64() / private.as_secs_f64().max(1e-9) * 1_000.0).round() / 1_000.0,
         shared_rows_per_s: rate(device_rows, shared),
         private_rows_per_s: rate(device_rows, private),
+        storage_shared_ms: ms(storage_shared),
+        storage_private_ms: ms(storage_private),
         seed_s: (seed_s * 10.0).round() / 10.0,
         load: [load_before, load_after],
     })
@@ -925,13 +985,16 @@ impl W7Line {
     pub fn table(&self) -> String {
         format!(
             "W7       teams {:>6}  server rows {:>9}  device rows {:>7}  shared {:>9.1} ms  \
-             private {:>9.1} ms  ratio {:.3}  (goal <= 1.2)  load {:.1}/{:.1}",
+             private {:>9.1} ms  ratio {:.3}  (goal <= 1.2)  storage alone: shared {:.1} ms, private \
+             {:.1} ms  load {:.1}/{:.1}",
             self.teams,
             self.server_rows,
             self.device_rows,
             self.shared_ms,
             self.private_ms,
             self.ratio,
+            self.storage_shared_ms,
+            self.storage_private_ms,
             self.load[0],
             self.load[1]
         )

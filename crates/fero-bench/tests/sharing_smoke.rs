@@ -22,6 +22,7 @@ async fn w7_device_syncs_exactly_its_teams_rows_and_the_ratio_is_computed() {
     let ratio = line.shared_ms / line.private_ms;
     assert!((line.ratio - ratio).abs() < 0.01, "{line:?}");
     assert!(line.shared_rows_per_s > 0 && line.private_rows_per_s > 0);
+    assert!(line.storage_shared_ms > 0.0 && line.storage_private_ms > 0.0);
     let json: serde_json::Value = serde_json::from_str(&line.to_json()).expect("JSON");
     assert_eq!(json["device_rows"], 45);
 }
