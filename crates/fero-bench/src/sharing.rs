@@ -632,6 +632,9 @@ pub struct W7MoveLine {
     pub rows_per_s: u64,
     /// Every run's time, seconds, in run order.
     pub each_s: Vec<f64>,
+    /// The server's part alone: a move-in of the same team through `Storage::shared_pull` (the
+    /// access's claims gain the team between two pulls), no HTTP, no client, seconds (median).
+    pub storage_s: f64,
     /// One-minute load average at the start and at the end of the measured runs.
     pub load: [f64; 2],
 }
@@ -713,6 +716,7 @@ pub async fn run_w7_move(options: &W7MoveOptions) -> Result<W7MoveLine, BenchErr
     }
     pulled.sort();
     let rows_pulled = pulled.get(pulled.len() / 2).map_or(0, |(_, rows)| *rows);
+    let storage = storage_move_in(&server, &small, &big, options).await?;
     let load_after = load_average();
     server.stop().await;
     let each_s: Vec<f64> = each
@@ -730,8 +734,58 @@ pub async fn run_w7_move(options: &W7MoveOptions) -> Result<W7MoveLine, BenchErr
         seconds: (middle.as_secs_f64() * 1_000.0).round() / 1_000.0,
         rows_per_s: rate(options.move_rows as u64, middle),
         each_s,
+        storage_s: (storage.as_secs_f64() * 1_000.0).round() / 1_000.0,
         load: [load_before, load_after],
     })
+}
+
+/// W7-move's server part alone: per run, a user (`probe<k>`) whose claims hold `small` pulls to
+/// the end, then its claims gain `big` and the pulls that move it in are timed (median).
+async fn storage_move_in(
+    server: &SharedServer,
+    small: &str,
+    big: &str,
+    options: &W7MoveOptions,
+) -> Result<Duration, BenchError> {
+    const W: &str = "W7-move";
+    let limit = u32::try_from(options.batch).unwrap_or(u32::MAX);
+    let mut times = Vec::with_capacity(options.runs);
+    for run in 0..options.runs {
+        let user = format!("probe{run}");
+        let before = TeamAccess::arc(&user, &[small]);
+        let mut cursor = None;
+        loop {
+            let page = server
+                .storage
+                .shared_pull(Arc::clone(&before), TASKS, cursor, limit)
+                .await
+                .map_err(server_error)?;
+            cursor = Some(page.cursor);
+            if !page.has_more {
+                break;
+            }
+        }
+        let after = TeamAccess::arc(&user, &[small, big]);
+        let started = Instant::now();
+        let mut ids = BTreeSet::new();
+        loop {
+            let page = server
+                .storage
+                .shared_pull(Arc::clone(&after), TASKS, cursor, limit)
+                .await
+                .map_err(server_error)?;
+            ids.extend(page.items.into_iter().map(|item| item.id));
+            cursor = Some(page.cursor);
+            if !page.has_more {
+                break;
+            }
+        }
+        times.push(started.elapsed());
+        let n = options.move_rows as u64;
+        let moved = ids.iter().filter(|id| id.starts_with("task-big-")).count() as u64;
+        BenchError::verify(W, n, "rows of the storage's move-in", n, moved)?;
+    }
+    Ok(median(&mut times))
 }
 
 /// W7-buckets' sizes.
@@ -1006,13 +1060,14 @@ impl W7MoveLine {
     pub fn table(&self) -> String {
         format!(
             "W7-move  rows {:>8} (received {}, behind {})  median {:>7.3} s  {:>9} rows/s \
-             (goal >= 100000)  runs {:?}  load {:.1}/{:.1}",
+             (goal >= 100000)  runs {:?}  storage alone {:.3} s  load {:.1}/{:.1}",
             self.move_rows,
             self.rows_pulled,
             self.behind,
             self.seconds,
             self.rows_per_s,
             self.each_s,
+            self.storage_s,
             self.load[0],
             self.load[1]
         )

@@ -47,6 +47,7 @@ async fn w7_move_moves_every_row_of_the_granted_team_in() {
         line.rows_pulled, 250,
         "a device at the head gets each row once"
     );
+    assert!(line.storage_s > 0.0, "{line:?}");
     // Behind the head, the rows still all arrive (some twice: see W7MoveOptions::behind).
     let behind = W7MoveOptions {
         behind: true,
