@@ -19,6 +19,8 @@
 //! - [`scale`]: W8 (10,000 change streams held by one real `fero-server` process, a push fanned
 //!   out to 1,000 listeners) and W9 (200 concurrent devices pushing and pulling), with the
 //!   server's RSS and CPU read from `/proc`.
+//! - [`sharing`]: W7, W7-move and W7-buckets: shared collections (team rules, buckets) on an
+//!   in-process reference server, synced over loopback HTTP into `fero-sqlite`'s store.
 //! - [`workload`]: the workloads, their default sizes, and [`run`].
 //! - [`report`]: the JSON line and the peak RSS.
 //!
@@ -44,6 +46,7 @@ pub mod handler;
 pub mod report;
 pub mod scale;
 pub mod server;
+pub mod sharing;
 pub mod store;
 pub mod workload;
 

@@ -1,5 +1,6 @@
 //! The benchmark program: `fero-bench <workload> [--n N] [--batch B] [--runs R]`, or `all`;
-//! `fero-bench W8|W9 [options]` for the scale workloads (see `fero_bench::scale`).
+//! `fero-bench W8|W9 [options]` for the scale workloads (see `fero_bench::scale`);
+//! `fero-bench W7|W7-move|W7-buckets [options]` for shared collections (see `fero_bench::sharing`).
 //!
 //! With `--n`, the workload runs in this process (`--runs` times, median reported) and prints its
 //! JSON line. Without it (and for `all`), every default size runs as `--runs` fresh child
@@ -20,7 +21,8 @@ use fero_bench::{BenchLine, RunOptions, Workload, scale};
 #[derive(Debug, Parser)]
 #[command(about = "fero's benchmark workloads (bench-spec.md); one JSON line per measurement")]
 struct Cli {
-    /// W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, or all; W8 and W9 (scale) take their own options (`fero-bench W8 --help`).
+    /// W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, or all; W7, W7-move, W7-buckets (sharing) and W8,
+    /// W9 (scale) take their own options (`fero-bench W8 --help`).
     workload: String,
     /// Items (N or M); without it, every default size runs, each in a fresh process.
     #[arg(long)]
@@ -97,6 +99,108 @@ struct ScaleCli {
     server_bin: Option<PathBuf>,
 }
 
+/// W7, W7-move and W7-buckets (not part of `all`): shared collections, in this process.
+#[derive(Debug, Parser)]
+#[command(
+    about = "W7 (shared versus private initial sync), W7-move (rows/s of a grant), \
+                   W7-buckets (10,000 buckets; pull latency flat in other teams)"
+)]
+struct SharingCli {
+    /// W7, W7-move or W7-buckets.
+    workload: String,
+    /// W7: teams in `tasks`.
+    #[arg(long, default_value_t = 1_000)]
+    teams: usize,
+    /// W7: rows of each team the device is not in.
+    #[arg(long, default_value_t = 1_000)]
+    rows: usize,
+    /// W7: teams the device's user is in.
+    #[arg(long, default_value_t = 3)]
+    device_teams: usize,
+    /// W7: rows of each of the device's teams (default: --rows).
+    #[arg(long)]
+    device_rows: Option<usize>,
+    /// W7-move: rows of the team granted.
+    #[arg(long, default_value_t = 100_000)]
+    move_rows: usize,
+    /// W7-move: the device's position is far behind the head when granted (see
+    /// `W7MoveOptions::behind`).
+    #[arg(long)]
+    behind: bool,
+    /// W7-buckets (a): teams of 2 rows granted to the user (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    buckets: usize,
+    /// W7-buckets (b): numbers of other teams, ascending, comma-separated (empty: skip).
+    #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
+    others: Vec<usize>,
+    /// Runs (W7: of each kind, alternating; W7-move: grants) or rounds (W7-buckets); the
+    /// median is reported. Default 15, W7-move 5.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// The client's page size.
+    #[arg(long, default_value_t = fero::DEFAULT_BATCH_SIZE)]
+    batch: usize,
+}
+
+fn run_sharing() -> anyhow::Result<()> {
+    use fero_bench::sharing;
+    let cli = SharingCli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let workload = cli.workload.to_ascii_uppercase();
+    runtime.block_on(async {
+        match workload.as_str() {
+            "W7" => {
+                let options = sharing::W7Options {
+                    teams: cli.teams,
+                    rows: cli.rows,
+                    device_teams: cli.device_teams,
+                    device_rows: cli.device_rows.unwrap_or(cli.rows),
+                    runs: cli.runs.unwrap_or(15),
+                    batch: cli.batch,
+                };
+                let line = sharing::run_w7(&options).await?;
+                eprintln!("{}", line.table());
+                println!("{}", line.to_json());
+            }
+            "W7-MOVE" => {
+                let options = sharing::W7MoveOptions {
+                    move_rows: cli.move_rows,
+                    runs: cli.runs.unwrap_or(5),
+                    batch: cli.batch,
+                    behind: cli.behind,
+                    ..sharing::W7MoveOptions::default()
+                };
+                let line = sharing::run_w7_move(&options).await?;
+                eprintln!("{}", line.table());
+                println!("{}", line.to_json());
+            }
+            _ => {
+                let options = sharing::W7BucketsOptions {
+                    buckets: cli.buckets,
+                    others: cli.others.clone(),
+                    rounds: cli.runs.unwrap_or(15),
+                    batch: cli.batch,
+                };
+                if cli.buckets > 0 {
+                    let line = sharing::run_w7_buckets(&options).await?;
+                    eprintln!("{}", line.table());
+                    println!("{}", line.to_json());
+                }
+                if !cli.others.is_empty() {
+                    for line in sharing::run_w7_flat(&options).await? {
+                        eprintln!("{}", line.table());
+                        println!("{}", line.to_json());
+                    }
+                }
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
 fn run_scale() -> anyhow::Result<()> {
     let cli = ScaleCli::parse();
     let server_bin = cli.server_bin.unwrap_or_else(scale::server_bin);
@@ -138,6 +242,12 @@ fn main() -> anyhow::Result<()> {
     if first.eq_ignore_ascii_case("W8") || first.eq_ignore_ascii_case("W9") {
         return run_scale();
     }
+    if ["W7", "W7-move", "W7-buckets"]
+        .iter()
+        .any(|name| first.eq_ignore_ascii_case(name))
+    {
+        return run_sharing();
+    }
     match std::env::args().nth(1).as_deref() {
         Some(end_to_end::SERVE_ROLE) => {
             let cli = ServeCli::parse_from(std::env::args().skip(1));
@@ -165,7 +275,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         let workload = Workload::parse(&cli.workload).with_context(|| {
             format!(
-                "unknown workload {:?}: use one of W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, all (and the scale workloads W8, W9)",
+                "unknown workload {:?}: use one of W1, W1-raw, W2, W3, W4, W4-raw, W5, W6, all (and W7, W7-move, W7-buckets, W8, W9)",
                 cli.workload
             )
         })?;
