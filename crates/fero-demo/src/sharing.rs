@@ -456,7 +456,7 @@ where
 mod tests {
     use std::collections::BTreeSet;
 
-    use fero_server::Principal;
+    use fero_server::rules::Principal;
 
     use super::*;
 
