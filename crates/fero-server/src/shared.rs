@@ -520,12 +520,6 @@ pub(crate) async fn pull_page<S: Snapshot>(
                     }
                 }
             }
-            if !has_more {
-                // Every row and exit of the readable set up to the collection's head is in this
-                // snapshot and was read: the position moves to the head, past the other
-                // buckets' writes, so rows moved in now are not sent again by a later pass.
-                cursor.p = cursor.p.max(snap.head(collection).await?);
-            }
             return Ok(finish(items, has_more, cursor, new_sets, readable));
         };
         let from = load(snap, collection, &cursor.set, &new_sets).await?;
