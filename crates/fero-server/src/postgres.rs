@@ -27,6 +27,9 @@
 //!   `pg_notify('fero_changes', '{"user":…,"collection":…,"sync_id":…}')` before it commits;
 //!   PostgreSQL delivers it only on commit, to every process's
 //!   [`PostgresNotifier`](crate::PostgresNotifier).
+//! - **Shared collections** (`postgres/shared.rs`) keep the same promises with one counter row
+//!   per shared collection (`fero_shared_counters`, locked `FOR UPDATE` by every push to it),
+//!   pulls in one `REPEATABLE READ READ ONLY` snapshot, and one notice per bucket a push touched.
 //! - **Schema.** Versioned migrations in `fero_schema_migrations`, applied at connect time in
 //!   one transaction under an advisory lock, so two processes starting at once apply each
 //!   migration once. Indexes on tables that grow large are built after that transaction, with

@@ -241,39 +241,32 @@ impl Session {
         let users = shared.subscribed_users();
         if !users.is_empty() {
             let select = session.prepare(shared, SELECT_HEADS).await?;
-            let select_shared = session.prepare(shared, SELECT_SHARED_HEADS).await?;
             let select_bucket = session.prepare(shared, SELECT_BUCKET_HEADS).await?;
+            // Read once: every user's own key hears the same shared heads.
+            let shared_heads = drive(
+                &mut session.messages,
+                shared,
+                session.client.query(SELECT_SHARED_HEADS, &[]),
+            )
+            .await?;
+            let shared_heads = heads(&shared_heads)?;
             let bucket_prefix = bucket_key("");
             for user in users {
-                let rows = match user.as_str().strip_prefix(bucket_prefix.as_str()) {
-                    Some(bucket) => session.query(shared, &select_bucket, bucket).await?,
+                let found = match user.as_str().strip_prefix(bucket_prefix.as_str()) {
+                    Some(bucket) => heads(&session.query(shared, &select_bucket, bucket).await?)?,
                     None => {
-                        let mut rows = session.query(shared, &select, user.as_str()).await?;
-                        let heads = drive(
-                            &mut session.messages,
-                            shared,
-                            session.client.query(&select_shared, &[]),
-                        )
-                        .await?;
-                        rows.extend(heads);
-                        rows
+                        let mut found =
+                            heads(&session.query(shared, &select, user.as_str()).await?)?;
+                        found.extend(shared_heads.iter().cloned());
+                        found
                     }
                 };
-                for row in rows {
-                    let collection: String = row.try_get(0)?;
-                    // None: a shared collection that never touched the bucket.
-                    let Some(value) = row.try_get::<_, Option<i64>>(1)? else {
-                        continue;
-                    };
-                    let sync_id = u64::try_from(value).map_err(|_| SessionError::Corrupt {
-                        collection: collection.clone(),
-                        value,
-                    })?;
+                for (collection, sync_id) in found {
                     shared.hub.publish(
                         &user,
                         ChangeNotice {
                             collection,
-                            sync_id: SyncId(sync_id),
+                            sync_id,
                         },
                     );
                 }
@@ -317,6 +310,24 @@ impl Session {
             }
         }
     }
+}
+
+/// The `(collection, head)` rows of a heads query; a collection without a head (a shared
+/// collection that never touched the bucket) is left out.
+fn heads(rows: &[tokio_postgres::Row]) -> Result<Vec<(String, SyncId)>, SessionError> {
+    let mut found = Vec::with_capacity(rows.len());
+    for row in rows {
+        let collection: String = row.try_get(0)?;
+        let Some(value) = row.try_get::<_, Option<i64>>(1)? else {
+            continue;
+        };
+        let sync_id = u64::try_from(value).map_err(|_| SessionError::Corrupt {
+            collection: collection.clone(),
+            value,
+        })?;
+        found.push((collection, SyncId(sync_id)));
+    }
+    Ok(found)
 }
 
 /// Awaits `work` (a statement on the session's client) while polling the connection, handling

@@ -58,6 +58,7 @@ CREATE TABLE fero_shared_rows (
     PRIMARY KEY (collection, id)
 );
 CREATE INDEX fero_shared_rows_bucket ON fero_shared_rows (collection, bucket, seq);
+CREATE INDEX fero_shared_rows_seq ON fero_shared_rows (collection, seq);
 CREATE TABLE fero_shared_exits (
     collection TEXT   NOT NULL,
     bucket     TEXT   NOT NULL,
@@ -67,6 +68,7 @@ CREATE TABLE fero_shared_exits (
     entered    BIGINT NOT NULL,
     PRIMARY KEY (collection, bucket, seq, id)
 );
+CREATE INDEX fero_shared_exits_seq ON fero_shared_exits (collection, seq);
 CREATE TABLE fero_shared_grants (
     collection TEXT NOT NULL,
     id         TEXT NOT NULL,
@@ -122,18 +124,22 @@ const SELECT_SET: &str = "SELECT buckets FROM fero_shared_sets WHERE hash = $1";
 /// left alone (its hash names the same buckets).
 const INSERT_SETS: &str = "INSERT INTO fero_shared_sets (hash, buckets)
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]) ON CONFLICT (hash) DO NOTHING";
-/// The feed of the buckets `$2` after `$3`: rows (kind 0) and exits (kind 1, with the row's
-/// bucket and version now), in `seq` order, a row before the exit of its own move.
-const SELECT_FEED: &str =
-    "SELECT 0 AS kind, r.seq, r.id, r.bucket, r.version, r.updated_at, r.deleted, r.data
-       FROM fero_shared_rows r
-      WHERE r.collection = $1 AND r.bucket = ANY($2::TEXT[]) AND r.seq > $3
-     UNION ALL
-     SELECT 1, e.seq, e.id, c.bucket, c.version, e.at, TRUE, 'null'
+/// The rows of the buckets `$2` with `seq` above `$3`, in `seq` order. The feed reads rows and
+/// exits apart and merges them (a row before the exit of its own move, which has its `seq`):
+/// each query alone can walk an index in `seq` order and stop after `$4` matches, where one
+/// `UNION ALL … ORDER BY seq, kind` made PostgreSQL read and sort every row after `$3` for each
+/// page (a pull of a large readable set took time quadratic in its rows).
+const SELECT_FEED_ROWS: &str =
+    "SELECT id, seq, version, updated_at, deleted, data, bucket FROM fero_shared_rows
+     WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND seq > $3
+     ORDER BY seq LIMIT $4";
+/// The exits from the buckets `$2` after `$3`, in `seq` order, with the row's bucket and version
+/// now.
+const SELECT_FEED_EXITS: &str = "SELECT e.id, e.seq, e.at, c.bucket, c.version
        FROM fero_shared_exits e
        LEFT JOIN fero_shared_rows c ON c.collection = e.collection AND c.id = e.id
       WHERE e.collection = $1 AND e.bucket = ANY($2::TEXT[]) AND e.seq > $3
-     ORDER BY 2, 1 LIMIT $4";
+      ORDER BY e.seq LIMIT $4";
 const SELECT_BUCKET_ROWS: &str =
     "SELECT id, seq, version, updated_at, deleted, data, bucket FROM fero_shared_rows
      WHERE collection = $1 AND bucket = $2 AND seq > $3 AND NOT deleted
@@ -217,51 +223,39 @@ impl PgSnapshot<'_> {
         after: u64,
         limit: usize,
     ) -> Result<Vec<FeedEntry>, Failure> {
-        let statement = self.tx.prepare_cached(SELECT_FEED).await?;
-        let rows = self
-            .tx
-            .query(
-                &statement,
-                &[
-                    &collection,
-                    &bucket_list(buckets),
-                    &to_sql(after),
-                    &to_limit(limit),
-                ],
-            )
-            .await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: i32 = row.try_get(0)?;
-            if kind == 0 {
-                // Columns 1..=7 are a stored row's, in `stored_document`'s order but for the id.
-                let id: String = row.try_get(2)?;
-                let data: String = row.try_get(7)?;
-                let data = serde_json::value::RawValue::from_string(data).map_err(|error| {
-                    Failure::Corrupt {
-                        id: id.clone(),
-                        message: format!("data is not JSON: {error}"),
-                    }
-                })?;
-                entries.push(FeedEntry::Row(SharedRow {
-                    doc: crate::storage::StoredDocument {
-                        sync_id: SyncId(from_sql(row.try_get(1)?, &id, "seq")?),
-                        version: Version(from_sql(row.try_get(4)?, &id, "version")?),
-                        updated_at: Timestamp(from_sql(row.try_get(5)?, &id, "updated_at")?),
-                        deleted: row.try_get(6)?,
-                        data,
-                        id,
-                    },
-                    bucket: row.try_get(3)?,
-                }));
-            } else {
-                let id: String = row.try_get(2)?;
-                let version: Option<i64> = row.try_get(4)?;
+        let buckets = bucket_list(buckets);
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&collection, &buckets, &to_sql(after), &to_limit(limit)];
+        let select_rows = self.tx.prepare_cached(SELECT_FEED_ROWS).await?;
+        let rows = self.tx.query(&select_rows, &params).await?;
+        let select_exits = self.tx.prepare_cached(SELECT_FEED_EXITS).await?;
+        let exits = self.tx.query(&select_exits, &params).await?;
+        // The first `limit` entries of the merge lie within the first `limit` of each list.
+        let mut entries = Vec::with_capacity(limit.min(rows.len() + exits.len()));
+        let mut rows = rows.iter().peekable();
+        let mut exits = exits.iter().peekable();
+        while entries.len() < limit {
+            let take_row = match (rows.peek(), exits.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                // At one `seq` the row comes first: it is the write that made the exit.
+                (Some(row), Some(exit)) => {
+                    row.try_get::<_, i64>(1)? <= exit.try_get::<_, i64>(1)?
+                }
+            };
+            if take_row {
+                if let Some(row) = rows.next() {
+                    entries.push(FeedEntry::Row(shared_row(row)?));
+                }
+            } else if let Some(exit) = exits.next() {
+                let id: String = exit.try_get(0)?;
+                let version: Option<i64> = exit.try_get(4)?;
                 entries.push(FeedEntry::Exit {
-                    seq: from_sql(row.try_get(1)?, &id, "seq")?,
-                    at: from_sql(row.try_get(5)?, &id, "at")?,
+                    seq: from_sql(exit.try_get(1)?, &id, "seq")?,
+                    at: from_sql(exit.try_get(2)?, &id, "at")?,
                     version: from_sql(version.unwrap_or(0), &id, "version")?,
-                    current: row.try_get(3)?,
+                    current: exit.try_get(3)?,
                     id,
                 });
             }
