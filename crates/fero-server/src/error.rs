@@ -149,6 +149,17 @@ pub enum StorageError {
         /// The collection.
         collection: String,
     },
+    /// A shared collection's cursor was not issued by this storage to this user for this
+    /// collection (changed by the client, another user's, or signed before the database got
+    /// another cursor key): the client pulls the collection again from the beginning.
+    #[error(
+        "collection {collection:?}: this cursor was not issued to you for this collection by this \
+         server; pull again from the beginning"
+    )]
+    CursorRefused {
+        /// The collection.
+        collection: String,
+    },
     /// The backend does not keep shared collections (a test double, say).
     #[error(
         "collection {collection:?} is shared by the sync rules, but this storage backend keeps \
@@ -187,9 +198,8 @@ impl StorageError {
             }
             StorageError::ServerBehind { .. }
             | StorageError::Restored { .. }
-            | StorageError::UnknownReadableSet { .. } => {
-                Some(fero_protocol::ResyncReason::ServerBehind)
-            }
+            | StorageError::UnknownReadableSet { .. }
+            | StorageError::CursorRefused { .. } => Some(fero_protocol::ResyncReason::ServerBehind),
             _ => None,
         }
     }

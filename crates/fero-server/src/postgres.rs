@@ -346,6 +346,8 @@ struct Inner {
     target: String,
     /// Readable sets known to be stored ([`shared::KnownSets`]).
     known_sets: shared::KnownSets,
+    /// Signs and checks shared cursors ([`shared::cursor_key`]).
+    cursor_key: crate::shared::CursorKey,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -522,6 +524,13 @@ impl PostgresStorageBuilder {
                 target: target.clone(),
                 message,
             })?;
+        let cursor_key =
+            shared::cursor_key(&client)
+                .await
+                .map_err(|message| StorageError::Schema {
+                    target: target.clone(),
+                    message,
+                })?;
         drop(client);
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
@@ -531,6 +540,7 @@ impl PostgresStorageBuilder {
                 before_commit: self.before_commit,
                 target,
                 known_sets: shared::KnownSets::default(),
+                cursor_key,
             }),
         })
     }

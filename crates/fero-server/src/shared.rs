@@ -43,8 +43,10 @@ use std::task::{Context, Poll, Waker};
 
 use fero::{SyncId, Timestamp, Version};
 use fero_protocol::Change;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::Sha256;
 
 use crate::error::StorageError;
 use crate::storage::{PushOutcome, StoredDocument};
@@ -183,6 +185,10 @@ pub struct SharedCursor {
     /// named to it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub h: u64,
+    /// The storage's signature of every other field, for the user and collection it was issued
+    /// for ([`CursorKey`]): a cursor changed by a client, or used by another user, is refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub m: String,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -215,13 +221,10 @@ pub enum Phase {
 impl SharedCursor {
     /// The cursor text.
     pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let mut text = String::with_capacity(SCHEME.len() + json.len() * 2);
-        text.push_str(SCHEME);
-        for byte in json {
-            text.push_str(&format!("{byte:02x}"));
-        }
-        text
+        format!(
+            "{SCHEME}{}",
+            hex(&serde_json::to_vec(self).unwrap_or_default())
+        )
     }
 
     /// The cursor a text stands for; `Ok(None)` when the text is not a shared cursor at all (a
@@ -230,7 +233,7 @@ impl SharedCursor {
     /// # Errors
     /// A message saying why a `b1-` text is damaged.
     pub fn decode(text: &str) -> Result<Option<SharedCursor>, String> {
-        let Some(hex) = text.strip_prefix(SCHEME) else {
+        let Some(digits) = text.strip_prefix(SCHEME) else {
             return Ok(None);
         };
         let damaged = || {
@@ -239,18 +242,95 @@ impl SharedCursor {
                  pull from the beginning"
             )
         };
-        if hex.len() % 2 != 0 || hex.len() > 16_384 {
+        if digits.len() > 16_384 {
             return Err(damaged());
         }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| damaged())?;
+        let bytes = unhex(digits).ok_or_else(damaged)?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|_| damaged())
     }
+}
+
+/// The storage's secret for signing shared cursors (HMAC-SHA256): 32 random bytes kept in the
+/// database, so every process of a deployment and a restored copy sign alike.
+#[derive(Clone)]
+pub(crate) struct CursorKey([u8; 32]);
+
+impl fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
+impl CursorKey {
+    /// The length of a key in bytes.
+    pub(crate) const LEN: usize = 32;
+
+    /// The bytes of a new key, from the operating system's random source.
+    pub(crate) fn random() -> Result<[u8; Self::LEN], StorageError> {
+        let mut bytes = [0u8; Self::LEN];
+        getrandom::fill(&mut bytes).map_err(|e| StorageError::Random {
+            message: e.to_string(),
+        })?;
+        Ok(bytes)
+    }
+
+    /// The key stored as `bytes`; `None` when they are not a key (the database was changed).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<CursorKey> {
+        <[u8; Self::LEN]>::try_from(bytes).ok().map(CursorKey)
+    }
+
+    fn mac(&self, user: &str, collection: &str, cursor: &SharedCursor) -> Hmac<Sha256> {
+        // Every field but the signature; the user and collection end in U+0000, which neither
+        // holds, so no two (user, collection) pairs feed the same bytes.
+        let unsigned = SharedCursor {
+            m: String::new(),
+            ..cursor.clone()
+        };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(collection.as_bytes());
+        mac.update(&[0]);
+        mac.update(&serde_json::to_vec(&unsigned).unwrap_or_default());
+        mac
+    }
+
+    /// The signature of `cursor` issued to `user` for `collection`, in hex.
+    pub(crate) fn sign(&self, user: &str, collection: &str, cursor: &SharedCursor) -> String {
+        hex(&self.mac(user, collection, cursor).finalize().into_bytes())
+    }
+
+    /// Whether `cursor` carries this key's signature for `user` and `collection` (compared in
+    /// constant time).
+    pub(crate) fn verify(&self, user: &str, collection: &str, cursor: &SharedCursor) -> bool {
+        let Some(signature) = unhex(&cursor.m) else {
+            return false;
+        };
+        self.mac(user, collection, cursor)
+            .verify_slice(&signature)
+            .is_ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// The hash that names a readable set in cursors: XXH3-128 of the sorted bucket names, each
@@ -423,8 +503,36 @@ fn rule_error(collection: &str, refusal: Refusal) -> StorageError {
     }
 }
 
-/// One page of `collection` for `access`'s user after `cursor` (`None`: the origin).
+/// One page of `collection` for `access`'s user after `cursor` (`None`: the origin): the cursor
+/// is checked against its signature first, and the next one is signed.
+///
+/// # Errors
+/// [`StorageError::CursorRefused`] for a cursor this storage did not issue to this user for
+/// this collection (changed, forged, another user's, or signed with another key); the errors of
+/// the page itself.
 pub(crate) async fn pull_page<S: Snapshot>(
+    snap: &mut S,
+    key: &CursorKey,
+    access: &dyn Access,
+    collection: &str,
+    cursor: Option<SharedCursor>,
+    limit: usize,
+) -> Result<SharedPage, StorageError> {
+    let user = access.user().as_str();
+    if let Some(cursor) = &cursor {
+        if !key.verify(user, collection, cursor) {
+            return Err(StorageError::CursorRefused {
+                collection: collection.to_owned(),
+            });
+        }
+    }
+    let mut page = page_after(snap, access, collection, cursor, limit).await?;
+    page.cursor.m = key.sign(user, collection, &page.cursor);
+    Ok(page)
+}
+
+/// The algorithm of [`pull_page`], on a cursor known to be genuine.
+async fn page_after<S: Snapshot>(
     snap: &mut S,
     access: &dyn Access,
     collection: &str,
@@ -445,6 +553,7 @@ pub(crate) async fn pull_page<S: Snapshot>(
             to: None,
             e: epoch,
             h: 0,
+            m: String::new(),
         },
         Some(cursor) => {
             check(snap, collection, &cursor, epoch).await?;
@@ -710,6 +819,7 @@ mod tests {
             }),
             e: Some(7),
             h: 50,
+            m: "ab12".into(),
         };
         let text = cursor.encode();
         assert!(text.starts_with("b1-"));
@@ -717,6 +827,38 @@ mod tests {
         assert_eq!(SharedCursor::decode("s1-5"), Ok(None));
         assert!(SharedCursor::decode("b1-zz").is_err());
         assert!(SharedCursor::decode("b1-7b7d").is_err());
+    }
+
+    #[test]
+    fn a_signature_holds_for_its_user_collection_and_fields_only() {
+        let key = CursorKey([7; CursorKey::LEN]);
+        let mut cursor = SharedCursor {
+            p: 3,
+            set: "abc".into(),
+            to: None,
+            e: None,
+            h: 0,
+            m: String::new(),
+        };
+        cursor.m = key.sign("ada", "tasks", &cursor);
+        assert!(key.verify("ada", "tasks", &cursor));
+        assert!(!key.verify("bob", "tasks", &cursor), "another user");
+        assert!(!key.verify("ada", "notes", &cursor), "another collection");
+        assert!(
+            !key.verify("ad", "atasks", &cursor),
+            "the same bytes split elsewhere"
+        );
+        assert!(!CursorKey([8; CursorKey::LEN]).verify("ada", "tasks", &cursor));
+        let changed = SharedCursor {
+            h: 9,
+            ..cursor.clone()
+        };
+        assert!(!key.verify("ada", "tasks", &changed), "a changed field");
+        let unsigned = SharedCursor {
+            m: String::new(),
+            ..cursor
+        };
+        assert!(!key.verify("ada", "tasks", &unsigned), "no signature");
     }
 
     #[test]

@@ -438,6 +438,70 @@ pub async fn a_row_moving_between_buckets_moves_between_devices<S: Storage>(
     Ok(())
 }
 
+/// A cursor is honoured only as issued, for the user it was issued to: another user's cursor
+/// (it names that user's readable set) and a cursor whose fields were changed (a higher
+/// delivered position, another set) are refused with a resync, and no page names a row of a
+/// bucket the caller may not read.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_cursor_is_honoured_only_as_issued_and_for_its_user<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let red = TeamAccess::arc("rue", &["red"]);
+    let blue = TeamAccess::arc("bly", &["blue"]);
+    storage
+        .shared_push(
+            Arc::clone(&red),
+            TASKS,
+            vec![task("secret", None, "rue-1", 1, "red")],
+        )
+        .await?;
+    let reds = storage
+        .shared_pull(Arc::clone(&red), TASKS, None, 10)
+        .await?;
+    assert_eq!(reds.items.len(), 1);
+    // Blue replays red's cursor: it would read as "your copy holds red; move it out".
+    let replayed = storage
+        .shared_pull(Arc::clone(&blue), TASKS, Some(reds.cursor.clone()), 10)
+        .await;
+    match replayed {
+        Err(error) => assert!(error.is_resync_required(), "{error}"),
+        Ok(page) => panic!(
+            "another user's cursor was served: {:?}",
+            page.items.iter().map(|d| &d.id).collect::<Vec<_>>()
+        ),
+    }
+    // Red forges its own cursor: a higher delivered position, or another position.
+    for forged in [
+        SharedCursor {
+            h: 1_000,
+            ..reds.cursor.clone()
+        },
+        SharedCursor {
+            p: 0,
+            ..reds.cursor.clone()
+        },
+    ] {
+        let answer = storage
+            .shared_pull(Arc::clone(&red), TASKS, Some(forged), 10)
+            .await;
+        assert!(
+            answer.as_ref().is_err_and(StorageError::is_resync_required),
+            "a changed cursor was served: {answer:?}"
+        );
+    }
+    // The cursor as issued still works.
+    let again = storage
+        .shared_pull(Arc::clone(&red), TASKS, Some(reds.cursor), 10)
+        .await?;
+    assert!(again.items.is_empty());
+    Ok(())
+}
+
 /// A small deterministic generator (xorshift64*), so that a failing seed replays exactly.
 #[derive(Debug, Clone)]
 struct Rng(u64);

@@ -179,6 +179,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Readable sets known to be stored ([`shared::KnownSets`]).
     known_sets: shared::KnownSets,
+    /// Signs and checks shared cursors ([`shared::cursor_key`]).
+    cursor_key: crate::shared::CursorKey,
 }
 
 #[derive(Debug)]
@@ -226,13 +228,14 @@ impl SqliteStorage {
         } else {
             Connection::open(path).map_err(open_error)?
         };
-        prepare_writer(&mut writer, in_memory, clock.now()).map_err(|source| match source {
-            Failure::Sql(source) => open_error(source),
-            other => StorageError::Open {
-                path: path.to_path_buf(),
-                source: other.to_string().into(),
-            },
-        })?;
+        let cursor_key =
+            prepare_writer(&mut writer, in_memory, clock.now()).map_err(|source| match source {
+                Failure::Sql(source) => open_error(source),
+                other => StorageError::Open {
+                    path: path.to_path_buf(),
+                    source: other.to_string().into(),
+                },
+            })?;
         let readers = (!in_memory).then(|| ReaderPool {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -243,6 +246,7 @@ impl SqliteStorage {
                 readers,
                 clock,
                 known_sets: shared::KnownSets::default(),
+                cursor_key,
             }),
         })
     }
@@ -271,8 +275,12 @@ impl SqliteStorage {
 }
 
 /// Sets the writer's pragmas and brings the schema to [`SCHEMA_VERSION`]; `now` stamps the push
-/// answers a migration finds.
-fn prepare_writer(conn: &mut Connection, in_memory: bool, now: Timestamp) -> Result<(), Failure> {
+/// answers a migration finds. Returns the database's cursor key.
+fn prepare_writer(
+    conn: &mut Connection,
+    in_memory: bool,
+    now: Timestamp,
+) -> Result<crate::shared::CursorKey, Failure> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if !in_memory {
         // WAL lets readers keep their snapshot while the writer commits.
@@ -299,8 +307,9 @@ fn prepare_writer(conn: &mut Connection, in_memory: bool, now: Timestamp) -> Res
         migrate(&tx, found, now)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
+    let key = shared::cursor_key(&tx)?;
     tx.commit()?;
-    Ok(())
+    Ok(key)
 }
 
 /// Brings a database of schema version `found` (0: empty) to [`SCHEMA_VERSION`], inside the
@@ -881,6 +890,7 @@ impl Storage for SqliteStorage {
                     };
                     crate::shared::run_ready(crate::shared::pull_page(
                         &mut snapshot,
+                        &inner.cursor_key,
                         access.as_ref(),
                         &name,
                         cursor,

@@ -1357,6 +1357,7 @@ macro_rules! storage_suite_tests {
             membership_moves_rows_in_and_out,
             a_row_moving_between_buckets_moves_between_devices,
             random_interleavings_never_leak_or_skip,
+            a_cursor_is_honoured_only_as_issued_and_for_its_user,
         );
     };
     (@make required $make:expr, $clock:expr) => {

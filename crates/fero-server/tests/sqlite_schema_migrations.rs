@@ -419,7 +419,7 @@ async fn a_version_4_file_gains_the_shared_tables_and_keeps_its_private_rows() {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE shared_rows; DROP TABLE shared_exits; DROP TABLE shared_grants;
-             DROP TABLE shared_sets; PRAGMA user_version = 4;",
+             DROP TABLE shared_sets; DROP TABLE shared_key; PRAGMA user_version = 4;",
         )
         .unwrap();
     }

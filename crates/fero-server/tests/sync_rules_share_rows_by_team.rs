@@ -289,4 +289,26 @@ async fn claims_the_rules_cannot_read_get_403_and_a_private_cursor_gets_410() {
     .await;
     assert_eq!(answer.status, StatusCode::GONE);
     assert_eq!(answer.error_code(), "resync_required");
+    // Another user's cursor (it names ada's readable set) is refused the same way, and says
+    // nothing of ada's rows.
+    push(
+        &router,
+        &ada,
+        "tasks",
+        vec![change("t1", None, "ada-1", 1, json!({ "team_id": "red" }))],
+    )
+    .await;
+    let adas = pull(&router, &ada, "tasks", None, 10).await;
+    let cy = token("cy", json!({ "teams": ["blue"] }));
+    let answer = call(
+        &router,
+        Method::POST,
+        "/v1/collections/tasks/pull",
+        Some(&cy),
+        Some(json!({ "limit": 10, "checkpoint": adas.checkpoint })),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::GONE, "{:?}", answer.body);
+    assert_eq!(answer.error_code(), "resync_required");
+    assert!(!answer.body.to_string().contains("t1"));
 }

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::error::StorageError;
 use crate::shared::{
-    Access, Candidate, CurrentRow, FeedEntry, SharedCursor, SharedDigest, SharedPage,
+    Access, Candidate, CurrentRow, CursorKey, FeedEntry, SharedCursor, SharedDigest, SharedPage,
     SharedPushOutcome, SharedRow, Snapshot, bucket_key, pull_page, set_hash,
 };
 use crate::storage::{PushOutcome, seq_key, to_sql};
@@ -80,6 +80,10 @@ CREATE INDEX fero_shared_grants_member ON fero_shared_grants (member);
 CREATE TABLE fero_shared_sets (
     hash    TEXT NOT NULL PRIMARY KEY,
     buckets TEXT NOT NULL
+);
+CREATE TABLE fero_shared_key (
+    id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    key BYTEA   NOT NULL
 );
 CREATE TABLE fero_shared_counters (
     collection TEXT   NOT NULL PRIMARY KEY,
@@ -420,9 +424,16 @@ pub(super) async fn pull_in(
             tx: &tx,
             collection,
         };
-        let page = pull_page(&mut snapshot, access, collection, cursor, limit)
-            .await
-            .map_err(Failure::Done)?;
+        let page = pull_page(
+            &mut snapshot,
+            &inner.cursor_key,
+            access,
+            collection,
+            cursor,
+            limit,
+        )
+        .await
+        .map_err(Failure::Done)?;
         tx.commit().await?;
         page
     };
@@ -733,4 +744,34 @@ pub(super) async fn readable_in(
     access
         .readable(&grants)
         .map_err(|refusal| rules_error("", &refusal))
+}
+
+/// The database's cursor key ([`CursorKey`]), drawn from the operating system's random source by
+/// the first process that connects; a process that connects at the same time reads the winner's.
+pub(super) async fn cursor_key(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<CursorKey, String> {
+    let fresh = CursorKey::random().map_err(|e| e.to_string())?;
+    client
+        .execute(
+            "INSERT INTO fero_shared_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[&fresh.as_slice()],
+        )
+        .await
+        .map_err(|e| format!("cannot store the cursor key: {e}"))?;
+    let row = client
+        .query_one("SELECT key FROM fero_shared_key WHERE id = 1", &[])
+        .await
+        .map_err(|e| format!("cannot read the cursor key: {e}"))?;
+    let stored: Vec<u8> = row
+        .try_get(0)
+        .map_err(|e| format!("cannot read the cursor key: {e}"))?;
+    CursorKey::from_bytes(&stored).ok_or_else(|| {
+        format!(
+            "the stored cursor key is {} bytes, not {}; the database was changed outside the \
+             server",
+            stored.len(),
+            CursorKey::LEN
+        )
+    })
 }

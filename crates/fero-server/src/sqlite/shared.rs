@@ -10,12 +10,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Failure, StoredRow, from_sql, read_epoch, replay_answer_of, to_sql};
 use crate::error::StorageError;
 use crate::shared::{
-    Access, Candidate, CurrentRow, FeedEntry, SharedDigest, SharedRow, Snapshot, counter_key,
-    set_hash,
+    Access, Candidate, CurrentRow, CursorKey, FeedEntry, SharedDigest, SharedRow, Snapshot,
+    counter_key, set_hash,
 };
 use crate::storage::{PushOutcome, seq_key};
 
-/// The shared-collection tables (schema version 5). A row lives in one bucket; `seq` comes from
+/// The shared-collection tables (schema version 5); `shared_key` holds the key that signs
+/// cursors ([`CursorKey`]), drawn when the database is opened first. A row lives in one bucket; `seq` comes from
 /// the collection's counter (`counters`, key [`counter_key`]); an exit records that a row left a
 /// bucket; grants come from the membership collection's rows; sets are the readable sets cursors
 /// name by hash.
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS shared_grants (
     PRIMARY KEY (collection, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shared_grants_member ON shared_grants (member);
+CREATE TABLE IF NOT EXISTS shared_key (
+    id  INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    key BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS shared_sets (
     hash    TEXT NOT NULL PRIMARY KEY,
     buckets TEXT NOT NULL
@@ -637,4 +642,25 @@ fn exits_after(
         });
     }
     Ok(exits)
+}
+
+/// The database's cursor key, drawn from the operating system's random source the first time
+/// (inside the caller's write transaction, so two processes opening a new file agree on one).
+pub(super) fn cursor_key(tx: &rusqlite::Transaction<'_>) -> Result<CursorKey, Failure> {
+    let fresh = CursorKey::random().map_err(|e| Failure::Setup(e.to_string()))?;
+    tx.execute(
+        "INSERT OR IGNORE INTO shared_key (id, key) VALUES (1, ?1)",
+        params![fresh.as_slice()],
+    )?;
+    let stored: Vec<u8> = tx.query_row("SELECT key FROM shared_key WHERE id = 1", [], |row| {
+        row.get(0)
+    })?;
+    CursorKey::from_bytes(&stored).ok_or_else(|| {
+        Failure::Setup(format!(
+            "the stored cursor key is {} bytes, not {}; the database was changed outside the \
+             server",
+            stored.len(),
+            CursorKey::LEN
+        ))
+    })
 }
