@@ -247,6 +247,12 @@ pub enum TokensError {
     /// A user name is empty.
     #[error("a token maps to an empty user name")]
     EmptyUser,
+    /// A user name holds a control character.
+    #[error("the user name {user:?} holds a control character; user names are printable text")]
+    BadUser {
+        /// The name as written.
+        user: String,
+    },
     /// One token is given to two different users.
     #[error("one token is given to both {first:?} and {second:?}; every token must name one user")]
     Duplicate {

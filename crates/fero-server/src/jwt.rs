@@ -20,7 +20,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::Value;
 
-use crate::user::{Principal, UserId};
+use crate::user::{Principal, UserId, is_valid_user_name};
 
 /// The default tolerance for clock skew between the token issuer and this server when `exp`
 /// and `nbf` are checked: 30 seconds, as most identity providers assume.
@@ -270,10 +270,10 @@ impl JwtVerifier {
         let claims = data.claims;
         self.check_times(&claims)?;
         let user = match claims.get("sub") {
-            Some(Value::String(sub)) if !sub.is_empty() && !sub.contains('\0') => UserId::new(sub),
+            Some(Value::String(sub)) if is_valid_user_name(sub) => UserId::new(sub),
             Some(Value::String(_)) => {
                 return Err(JwtRejection::invalid(
-                    "the `sub` claim is empty or contains U+0000",
+                    "the `sub` claim is empty or contains a control character",
                 ));
             }
             _ => return Err(JwtRejection::invalid("the `sub` claim is not a string")),
@@ -600,6 +600,10 @@ mod tests {
             (json!({ "sub": "a" }), "exp"),
             (json!({ "sub": "", "exp": NOW_S + 60 }), "sub"),
             (json!({ "sub": "a\u{0}b", "exp": NOW_S + 60 }), "sub"),
+            (
+                json!({ "sub": "\u{1}bucket/team:red", "exp": NOW_S + 60 }),
+                "sub",
+            ),
             (json!({ "sub": 7, "exp": NOW_S + 60 }), "sub"),
             (json!({ "exp": NOW_S + 60 }), "sub"),
             (

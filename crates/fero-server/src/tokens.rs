@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::TokensError;
-use crate::user::UserId;
+use crate::user::{UserId, is_valid_user_name};
 
 /// The bearer tokens a server accepts, each standing for one user.
 ///
@@ -62,6 +62,7 @@ impl Tokens {
     /// # Errors
     /// [`TokensError::BadToken`] for an empty token or one with whitespace or control characters
     /// (it could not travel in an `Authorization` header), [`TokensError::EmptyUser`],
+    /// [`TokensError::BadUser`] for a user name with a control character,
     /// [`TokensError::Duplicate`] when the token already names another user.
     pub fn insert(
         &mut self,
@@ -72,6 +73,11 @@ impl Tokens {
         let user = user.as_ref().trim();
         if user.is_empty() {
             return Err(TokensError::EmptyUser);
+        }
+        if !is_valid_user_name(user) {
+            return Err(TokensError::BadUser {
+                user: user.to_owned(),
+            });
         }
         if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(TokensError::BadToken {
@@ -216,6 +222,12 @@ mod tests {
         assert!(matches!(
             Tokens::parse_list("=alice"),
             Err(TokensError::BadToken { .. })
+        ));
+        // A control character would let a user name collide with the server's own notice keys
+        // (a shared bucket's key starts with U+0001).
+        assert!(matches!(
+            Tokens::parse_list("tok1=\u{1}bucket/team:red"),
+            Err(TokensError::BadUser { .. })
         ));
     }
 

@@ -29,6 +29,13 @@ impl UserId {
     }
 }
 
+/// Whether `name` may name a user: not empty, and no control character (U+0000 to U+001F,
+/// U+007F to U+009F). The server's own notice keys (one per bucket of a shared collection)
+/// start with a control character, so no user's key can ever be one of them.
+pub(crate) fn is_valid_user_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(char::is_control)
+}
+
 impl fmt::Debug for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
