@@ -351,7 +351,7 @@ async fn push(
         let outcome = match state.server.sharing_of(&collection) {
             Some(sharing) => {
                 let access = sharing.access(&user.user, &user.claims);
-                api_shared::push(&state.server, sharing, access, &collection, valid).await?
+                api_shared::push(&state.server, access, &collection, valid).await?
             }
             None => state
                 .server
@@ -464,31 +464,32 @@ async fn changes(
     State(state): State<AppState>,
     Caller(user): Caller,
 ) -> Sse<impl Stream<Item = Result<Event, axum::Error>>> {
-    // Subscribed before the response head is sent: a client that has the head will get a notice
-    // for every later commit.
-    let subscription = state.server.notifier().subscribe(&user);
     // Counted open until the stream is dropped (client gone or shutdown).
     let open = state.server.metrics().change_stream_opened();
+    // Subscribed before the response head is sent: a client that has the head will get a notice
+    // for every later commit.
     let notices: futures::stream::BoxStream<'static, ChangeNotice> = match state.server.sharing() {
-        Some(sharing) => {
-            drop(subscription);
-            api_shared::notices(
-                state.server.clone(),
-                std::sync::Arc::clone(sharing),
-                user.user.clone(),
-                (*user.claims).clone(),
-            )
-            .await
-            .boxed()
-        }
-        None => futures::stream::unfold(subscription, |mut subscription| async move {
-            let notice = subscription.next().await?;
-            Some((notice, subscription))
-        })
+        Some(sharing) => api_shared::notices(
+            state.server.clone(),
+            std::sync::Arc::clone(sharing),
+            user.user.clone(),
+            (*user.claims).clone(),
+        )
+        .await
+        .boxed(),
+        None => futures::stream::unfold(
+            state.server.notifier().subscribe(&user),
+            |mut subscription| async move {
+                let notice = subscription.next().await?;
+                Some((notice, subscription))
+            },
+        )
         .boxed(),
     };
+    // The closure owns the gauge's guard, so the stream is counted open exactly as long as it
+    // lives.
     let notices = notices.map(move |notice| {
-        let _open = &open;
+        let _counted = &open;
         notice
     });
     let events = notices

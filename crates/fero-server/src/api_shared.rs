@@ -71,7 +71,6 @@ fn no_longer_private(collection: &str) -> ApiError {
 /// membership changes to the users they concern).
 pub(crate) async fn push(
     server: &Server,
-    sharing: &Arc<dyn Sharing>,
     access: Arc<dyn Access>,
     collection: &str,
     valid: Vec<Change>,
@@ -99,7 +98,6 @@ pub(crate) async fn push(
                 .publish(&UserId::new(user), notice.clone());
         }
     }
-    let _ = sharing;
     Ok(pushed.outcome)
 }
 

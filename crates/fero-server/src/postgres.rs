@@ -344,8 +344,8 @@ struct Inner {
     before_commit: Option<BeforeCommit>,
     /// `user@host:port/database`, for messages.
     target: String,
-    /// Readable sets known to be stored ([`shared::KnownSets`]).
-    known_sets: shared::KnownSets,
+    /// Readable sets known to be stored.
+    known_sets: crate::shared::KnownSets,
     /// Signs and checks shared cursors ([`shared::cursor_key`]).
     cursor_key: crate::shared::CursorKey,
 }
@@ -539,7 +539,7 @@ impl PostgresStorageBuilder {
                 sync_ids: self.sync_ids,
                 before_commit: self.before_commit,
                 target,
-                known_sets: shared::KnownSets::default(),
+                known_sets: crate::shared::KnownSets::default(),
                 cursor_key,
             }),
         })

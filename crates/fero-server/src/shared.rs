@@ -38,11 +38,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use fero::{SyncId, Timestamp, Version};
-use fero_protocol::Change;
+use fero_protocol::{Change, ChangeOutcome, ChangeResult};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -164,6 +164,117 @@ pub trait Sharing: Send + Sync + fmt::Debug + 'static {
 /// never collides with a user's own key.
 pub fn bucket_key(bucket: &str) -> UserId {
     UserId::new(format!("\u{1}bucket/{bucket}"))
+}
+
+/// The stored state of the row a pushed change is about, as a backend read it (inside the
+/// push's write transaction).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoredState<'a> {
+    pub(crate) bucket: &'a str,
+    pub(crate) data: &'a str,
+    pub(crate) deleted: bool,
+    pub(crate) version: u64,
+}
+
+/// What a backend does with one change of a shared push, decided by [`decide`].
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Answer `rejected` without writing.
+    Rejected(ChangeResult),
+    /// Answer `conflict`, carrying the stored row (which the caller may read).
+    Conflict,
+    /// Write the row, under the next `seq`.
+    Write(RowWrite),
+}
+
+/// A row to write for an accepted change.
+#[derive(Debug)]
+pub(crate) struct RowWrite {
+    /// The row's bucket after the change.
+    pub(crate) bucket: String,
+    /// The row's new version.
+    pub(crate) version: u64,
+    /// The JSON text to store: the change's data, or for a deletion the stored data (a
+    /// tombstone keeps the content it had; `null` when there was none).
+    pub(crate) data: String,
+    /// The bucket the row leaves (an exit is recorded), when the change moves it.
+    pub(crate) moved_from: Option<String>,
+    /// For a row of the membership collection: the `(user, bucket)` it grants after the change.
+    pub(crate) grant: Option<(String, String)>,
+}
+
+/// The rules and the version check for one change of a shared push, the same for every
+/// backend: refused changes are decided before the versions are compared, so an answer says
+/// nothing of a row the caller may not read. `readable` is the pusher's readable set, or why the
+/// rules could not compute it.
+pub(crate) fn decide(
+    access: &dyn Access,
+    collection: &str,
+    readable: &Result<BTreeSet<String>, Refusal>,
+    change: &Change,
+    stored: Option<StoredState<'_>>,
+) -> Decision {
+    let routed = readable
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|readable| {
+            access.route(
+                collection,
+                readable,
+                change,
+                stored.map(|row| CurrentRow {
+                    bucket: row.bucket,
+                    data: row.data,
+                    deleted: row.deleted,
+                }),
+            )
+        });
+    let routed = match routed {
+        Ok(routed) => routed,
+        Err(refusal) => return Decision::Rejected(rejected(change, &refusal)),
+    };
+    let current_version = stored.map(|row| row.version);
+    if current_version != change.base_version.map(|base| base.0) {
+        return Decision::Conflict;
+    }
+    let data = match (change.deleted, stored) {
+        (true, Some(row)) => row.data.to_owned(),
+        (true, None) => "null".to_owned(),
+        (false, _) => change.data.to_string(),
+    };
+    Decision::Write(RowWrite {
+        moved_from: stored
+            .filter(|row| row.bucket != routed.bucket)
+            .map(|row| row.bucket.to_owned()),
+        grant: routed.grant.filter(|_| !change.deleted),
+        bucket: routed.bucket,
+        version: current_version.unwrap_or(0).saturating_add(1),
+        data,
+    })
+}
+
+/// The `rejected` answer to `change` for `refusal`.
+pub(crate) fn rejected(change: &Change, refusal: &Refusal) -> ChangeResult {
+    ChangeResult {
+        id: change.id.clone(),
+        mutation_id: change.mutation_id.clone(),
+        outcome: ChangeOutcome::Rejected {
+            code: refusal.code().to_owned(),
+            message: refusal.message().to_owned(),
+        },
+    }
+}
+
+/// The `accepted` answer to `change`.
+pub(crate) fn accepted(change: &Change, version: u64, sync_id: SyncId) -> ChangeResult {
+    ChangeResult {
+        id: change.id.clone(),
+        mutation_id: change.mutation_id.clone(),
+        outcome: ChangeOutcome::Accepted {
+            version: Version(version),
+            sync_id,
+        },
+    }
 }
 
 /// A shared pull's position: opaque to clients (`b1-` and hex), see the module docs.
@@ -344,6 +455,34 @@ pub fn set_hash(set: &BTreeSet<String>) -> String {
     format!("{:032x}", hasher.digest128())
 }
 
+/// A readable set as it is stored: a JSON list of bucket names.
+pub(crate) fn bucket_json(set: &BTreeSet<String>) -> String {
+    serde_json::to_string(set).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Hashes of the readable sets a storage knows to be stored: a cache, so that a pull whose sets
+/// are stored already does not write. Sets are never deleted, so an entry never goes stale.
+#[derive(Debug, Default)]
+pub(crate) struct KnownSets(Mutex<HashSet<String>>);
+
+impl KnownSets {
+    /// The sets of a page not known to be stored, each once: `(hash, JSON list)`.
+    pub(crate) fn unknown(&self, sets: &[(String, BTreeSet<String>)]) -> Vec<(String, String)> {
+        let known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = HashSet::new();
+        sets.iter()
+            .filter(|(hash, _)| !known.contains(hash) && seen.insert(hash))
+            .map(|(hash, set)| (hash.clone(), bucket_json(set)))
+            .collect()
+    }
+
+    /// Records sets the storage has just stored.
+    pub(crate) fn record(&self, stored: &[(String, String)]) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        known.extend(stored.iter().map(|(hash, _)| hash.clone()));
+    }
+}
+
 /// One page of a shared pull.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SharedPage {
@@ -355,7 +494,7 @@ pub struct SharedPage {
     pub cursor: SharedCursor,
     /// Readable sets the cursor refers to that the storage must keep (the backend stores them
     /// before it answers).
-    pub(crate) new_sets: Vec<BTreeSet<String>>,
+    pub(crate) new_sets: Vec<(String, BTreeSet<String>)>,
     /// The user's readable set in the page's snapshot.
     pub readable: BTreeSet<String>,
 }
@@ -486,13 +625,8 @@ fn removal(id: String, version: u64, seq: u64, at: u64) -> StoredDocument {
         version: Version(version),
         updated_at: Timestamp(at),
         deleted: true,
-        data: RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable_null()),
+        data: RawValue::NULL.to_owned(),
     }
-}
-
-fn unreachable_null() -> Box<RawValue> {
-    // `null` is JSON; from_string cannot fail on it.
-    serde_json::value::to_raw_value(&serde_json::Value::Null).unwrap_or_default()
 }
 
 /// The refusal of a pull whose rules failed, as a storage error.
@@ -545,7 +679,7 @@ async fn page_after<S: Snapshot>(
         .map_err(|refusal| rule_error(collection, refusal))?;
     let now_hash = set_hash(&readable);
     let epoch = snap.epoch().await?;
-    let mut new_sets = vec![readable.clone()];
+    let mut new_sets = vec![(now_hash.clone(), readable.clone())];
     let mut cursor = match cursor {
         None => SharedCursor {
             p: 0,
@@ -578,14 +712,15 @@ async fn page_after<S: Snapshot>(
             let kept: BTreeSet<String> = clean.intersection(&target).cloned().collect();
             dirty.extend(clean.symmetric_difference(&target).cloned());
             dirty.retain(|bucket| !kept.contains(bucket));
-            cursor.set = set_hash(&kept);
+            let (kept_hash, dirty_hash) = (set_hash(&kept), set_hash(&dirty));
+            cursor.set = kept_hash.clone();
             cursor.to = Some(Transition {
                 set: now_hash.clone(),
-                dirty: Some(set_hash(&dirty)),
+                dirty: Some(dirty_hash.clone()),
                 phase: Phase::Out(None),
             });
-            new_sets.push(kept);
-            new_sets.push(dirty);
+            new_sets.push((kept_hash, kept));
+            new_sets.push((dirty_hash, dirty));
         }
         if cursor.to.is_none() && cursor.set != now_hash {
             if cursor.p == 0 {
@@ -737,7 +872,7 @@ fn finish(
     items: Vec<StoredDocument>,
     has_more: bool,
     mut cursor: SharedCursor,
-    new_sets: Vec<BTreeSet<String>>,
+    new_sets: Vec<(String, BTreeSet<String>)>,
     readable: BTreeSet<String>,
 ) -> SharedPage {
     if cursor.h <= cursor.p {
@@ -757,12 +892,12 @@ async fn load<S: Snapshot>(
     snap: &mut S,
     collection: &str,
     hash: &str,
-    known: &[BTreeSet<String>],
+    known: &[(String, BTreeSet<String>)],
 ) -> Result<BTreeSet<String>, StorageError> {
     if hash == set_hash(&BTreeSet::new()) {
         return Ok(BTreeSet::new());
     }
-    if let Some(set) = known.iter().find(|set| set_hash(set) == hash) {
+    if let Some((_, set)) = known.iter().find(|(known, _)| known == hash) {
         return Ok(set.clone());
     }
     snap.set(hash)

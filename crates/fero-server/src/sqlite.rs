@@ -177,8 +177,8 @@ struct Inner {
     /// Reader connections of a file database; `None` in memory.
     readers: Option<ReaderPool>,
     clock: Arc<dyn Clock>,
-    /// Readable sets known to be stored ([`shared::KnownSets`]).
-    known_sets: shared::KnownSets,
+    /// Readable sets known to be stored.
+    known_sets: crate::shared::KnownSets,
     /// Signs and checks shared cursors ([`shared::cursor_key`]).
     cursor_key: crate::shared::CursorKey,
 }
@@ -245,7 +245,7 @@ impl SqliteStorage {
                 writer: Mutex::new(writer),
                 readers,
                 clock,
-                known_sets: shared::KnownSets::default(),
+                known_sets: crate::shared::KnownSets::default(),
                 cursor_key,
             }),
         })
@@ -902,24 +902,10 @@ impl Storage for SqliteStorage {
                 Ok(page)
             })?;
             // The sets the cursor names are stored before the cursor is handed out.
-            let unknown: Vec<_> = {
-                let known = inner
-                    .known_sets
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                page.new_sets
-                    .iter()
-                    .filter(|set| !known.contains(&crate::shared::set_hash(set)))
-                    .cloned()
-                    .collect()
-            };
+            let unknown = inner.known_sets.unknown(&page.new_sets);
             if !unknown.is_empty() {
                 inner.write(|tx| shared::store_sets(tx, &unknown))?;
-                let mut known = inner
-                    .known_sets
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                known.extend(unknown.iter().map(crate::shared::set_hash));
+                inner.known_sets.record(&unknown);
             }
             Ok(page)
         })

@@ -18,10 +18,9 @@
 //!   gained or lost a row (user [`bucket_key`]) and one per user whose grants changed (the user's
 //!   own key), as the in-process path does.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::collections::BTreeSet;
 
-use fero::{SyncId, Timestamp, Version};
+use fero::{SyncId, Timestamp};
 use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest};
 use futures::TryStreamExt;
 use tokio_postgres::IsolationLevel;
@@ -33,8 +32,8 @@ use super::{
 };
 use crate::error::StorageError;
 use crate::shared::{
-    Access, Candidate, CurrentRow, CursorKey, FeedEntry, SharedCursor, SharedDigest, SharedPage,
-    SharedPushOutcome, SharedRow, Snapshot, bucket_key, pull_page, set_hash,
+    Access, Candidate, CursorKey, Decision, FeedEntry, SharedCursor, SharedDigest, SharedPage,
+    SharedPushOutcome, SharedRow, Snapshot, StoredState, accepted, bucket_key, decide, pull_page,
 };
 use crate::storage::{PushOutcome, seq_key, to_sql};
 
@@ -165,20 +164,12 @@ const SELECT_CANDIDATES: &str = "WITH ids(id) AS (
 const SELECT_READABLE_LIVE: &str = "SELECT id, version, data FROM fero_shared_rows
      WHERE collection = $1 AND NOT deleted AND bucket = ANY($2::TEXT[])";
 
-/// Hashes of readable sets known to be stored (a cache, so that a pull whose set is stored
-/// already does not write). Sets are never deleted, so an entry never goes stale.
-pub(super) type KnownSets = Mutex<HashSet<String>>;
-
 fn to_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 fn bucket_list(set: &BTreeSet<String>) -> Vec<&str> {
     set.iter().map(String::as_str).collect()
-}
-
-fn json_list(set: &BTreeSet<String>) -> String {
-    serde_json::to_string(set).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The refusal of the rules as the storage error of a pull or digest.
@@ -438,29 +429,13 @@ pub(super) async fn pull_in(
         page
     };
     // The sets the cursor names are stored before the cursor is handed out.
-    let unknown: Vec<(String, String)> = {
-        let known = inner
-            .known_sets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut seen = HashSet::new();
-        page.new_sets
-            .iter()
-            .map(|set| (set_hash(set), set))
-            .filter(|(hash, _)| !known.contains(hash) && seen.insert(hash.clone()))
-            .map(|(hash, set)| (hash, json_list(set)))
-            .collect()
-    };
+    let unknown = inner.known_sets.unknown(&page.new_sets);
     if !unknown.is_empty() {
         let hashes: Vec<&str> = unknown.iter().map(|(hash, _)| hash.as_str()).collect();
         let lists: Vec<&str> = unknown.iter().map(|(_, list)| list.as_str()).collect();
         let statement = client.prepare_cached(INSERT_SETS).await?;
         client.execute(&statement, &[&hashes, &lists]).await?;
-        let mut known = inner
-            .known_sets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        known.extend(unknown.into_iter().map(|(hash, _)| hash));
+        inner.known_sets.record(&unknown);
     }
     Ok(page)
 }
@@ -535,13 +510,6 @@ pub(super) async fn push_in(
             results.push(answer);
             continue;
         }
-        let readable = match &readable {
-            Ok(readable) => readable,
-            Err(refusal) => {
-                results.push(rejected(change, refusal.code(), refusal.message()));
-                continue;
-            }
-        };
         let select_row = tx.prepare_cached(SELECT_ROW_FOR_UPDATE).await?;
         let current = tx
             .query_opt(&select_row, &[&collection, &change.id])
@@ -556,49 +524,33 @@ pub(super) async fn push_in(
                 Ok((bucket, data, deleted, version))
             })
             .transpose()?;
-        // Routed before the version check: a forbidden change learns nothing of the row.
-        let routed = access.route(
-            collection,
-            readable,
-            change,
-            current_state
-                .as_ref()
-                .map(|(bucket, data, deleted, _)| CurrentRow {
-                    bucket,
-                    data,
-                    deleted: *deleted,
-                }),
-        );
-        let routed = match routed {
-            Ok(routed) => routed,
-            Err(refusal) => {
-                results.push(rejected(change, refusal.code(), refusal.message()));
+        let stored = current_state
+            .as_ref()
+            .map(|(bucket, data, deleted, version)| StoredState {
+                bucket,
+                data,
+                deleted: *deleted,
+                version: *version,
+            });
+        let write = match decide(access, collection, &readable, change, stored) {
+            Decision::Rejected(answer) => {
+                results.push(answer);
                 continue;
             }
+            Decision::Conflict => {
+                let server = current.as_ref().map(document).transpose()?;
+                results.push(ChangeResult {
+                    id: change.id.clone(),
+                    mutation_id: change.mutation_id.clone(),
+                    outcome: ChangeOutcome::Conflict { server },
+                });
+                continue;
+            }
+            Decision::Write(write) => write,
         };
-        let current_version = current_state.as_ref().map(|(_, _, _, version)| *version);
-        if current_version != change.base_version.map(|base| base.0) {
-            let server = current.as_ref().map(document).transpose()?;
-            results.push(ChangeResult {
-                id: change.id.clone(),
-                mutation_id: change.mutation_id.clone(),
-                outcome: ChangeOutcome::Conflict { server },
-            });
-            continue;
-        }
-        let version = current_version.unwrap_or(0).saturating_add(1);
         counter.last += 1;
         let next = counter.last;
-        let (old_bucket, data) = match current_state {
-            Some((bucket, data, _, _)) => (Some(bucket), data),
-            None => (None, "null".to_owned()),
-        };
-        let data = if change.deleted {
-            data
-        } else {
-            change.data.to_string()
-        };
-        if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
+        if let Some(old) = write.moved_from {
             let insert_exit = tx.prepare_cached(INSERT_EXIT).await?;
             tx.execute(
                 &insert_exit,
@@ -613,16 +565,16 @@ pub(super) async fn push_in(
             &[
                 &collection,
                 &change.id,
-                &routed.bucket,
-                &to_sql(version),
+                &write.bucket,
+                &to_sql(write.version),
                 &next,
                 &updated_at,
                 &change.deleted,
-                &data,
+                &write.data,
             ],
         )
         .await?;
-        touched.insert(routed.bucket.clone());
+        touched.insert(write.bucket);
         if membership {
             let select_grant = tx.prepare_cached(SELECT_GRANT).await?;
             if let Some(row) = tx
@@ -634,7 +586,7 @@ pub(super) async fn push_in(
             let delete_grant = tx.prepare_cached(DELETE_GRANT).await?;
             tx.execute(&delete_grant, &[&collection, &change.id])
                 .await?;
-            if let Some((member, bucket)) = routed.grant.filter(|_| !change.deleted) {
+            if let Some((member, bucket)) = write.grant {
                 let insert_grant = tx.prepare_cached(INSERT_GRANT).await?;
                 tx.execute(&insert_grant, &[&collection, &change.id, &member, &bucket])
                     .await?;
@@ -642,14 +594,7 @@ pub(super) async fn push_in(
             }
         }
         let sync_id = SyncId(from_sql(next, &change.id, "seq")?);
-        let result = ChangeResult {
-            id: change.id.clone(),
-            mutation_id: change.mutation_id.clone(),
-            outcome: ChangeOutcome::Accepted {
-                version: Version(version),
-                sync_id,
-            },
-        };
+        let result = accepted(change, write.version, sync_id);
         record_answer(&tx, now, user, collection, seq, &result).await?;
         last_written = Some(sync_id);
         results.push(result);
@@ -674,17 +619,6 @@ pub(super) async fn push_in(
         touched,
         regranted,
     })
-}
-
-fn rejected(change: &Change, code: &str, message: &str) -> ChangeResult {
-    ChangeResult {
-        id: change.id.clone(),
-        mutation_id: change.mutation_id.clone(),
-        outcome: ChangeOutcome::Rejected {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        },
-    }
 }
 
 /// The digest of the live rows of `collection` whose bucket `access`'s user may read: the

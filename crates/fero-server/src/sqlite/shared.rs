@@ -1,17 +1,17 @@
 //! Shared collections on SQLite: the tables of schema version 5, the push that routes rows to
 //! buckets, and the [`Snapshot`] the pull algorithm of [`crate::shared`] reads.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
-use fero::{SyncId, Timestamp, Version};
+use fero::{SyncId, Timestamp};
 use fero_protocol::{Change, ChangeOutcome, ChangeResult, ContentDigest, Digest};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Failure, StoredRow, from_sql, read_epoch, replay_answer_of, to_sql};
 use crate::error::StorageError;
 use crate::shared::{
-    Access, Candidate, CurrentRow, CursorKey, FeedEntry, SharedDigest, SharedRow, Snapshot,
-    counter_key, set_hash,
+    Access, Candidate, CursorKey, Decision, FeedEntry, SharedDigest, SharedRow, Snapshot,
+    StoredState, accepted, bucket_json, counter_key, decide,
 };
 use crate::storage::{PushOutcome, seq_key};
 
@@ -129,10 +129,6 @@ const SELECT_CANDIDATES: &str = "WITH d(bucket) AS (SELECT value FROM json_each(
       ORDER BY ids.id LIMIT ?5";
 const SELECT_READABLE_LIVE: &str = "SELECT id, version, data FROM shared_rows
      WHERE collection = ?1 AND deleted = 0 AND bucket IN (SELECT value FROM json_each(?2))";
-
-fn json_list(set: &BTreeSet<String>) -> String {
-    serde_json::to_string(set).unwrap_or_else(|_| "[]".to_owned())
-}
 
 fn to_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -282,7 +278,7 @@ impl Snapshot for SqliteSnapshot<'_> {
             let mut statement = self.tx.prepare_cached(SELECT_CANDIDATES)?;
             let mut rows = statement.query(params![
                 collection,
-                json_list(buckets),
+                bucket_json(buckets),
                 to_sql(since),
                 after_id.unwrap_or(""),
                 to_limit(limit),
@@ -312,11 +308,11 @@ impl Snapshot for SqliteSnapshot<'_> {
 /// Stores readable sets a page's cursor names, in the caller's write transaction.
 pub(super) fn store_sets(
     tx: &rusqlite::Transaction<'_>,
-    sets: &[BTreeSet<String>],
+    sets: &[(String, String)],
 ) -> Result<(), Failure> {
-    for set in sets {
+    for (hash, list) in sets {
         tx.prepare_cached(INSERT_SET)?
-            .execute(params![set_hash(set), json_list(set)])?;
+            .execute(params![hash, list])?;
     }
     Ok(())
 }
@@ -350,56 +346,39 @@ pub(super) fn push_in(
             results.push(answer);
             continue;
         }
-        let readable = match &readable {
-            Ok(readable) => readable,
-            Err(refusal) => {
-                results.push(rejected(change, refusal.code(), refusal.message()));
-                continue;
-            }
-        };
         let current = tx
             .prepare_cached(SELECT_ROW)?
             .query_row(params![collection, change.id], StoredRow::read_shared)
             .optional()?;
-        let routed = access.route(
-            collection,
-            readable,
-            &change,
-            current.as_ref().map(|(row, bucket)| CurrentRow {
-                bucket,
-                data: &row.data,
-                deleted: row.deleted,
-            }),
-        );
-        let routed = match routed {
-            Ok(routed) => routed,
-            Err(refusal) => {
-                results.push(rejected(change, refusal.code(), refusal.message()));
+        let stored = current
+            .as_ref()
+            .map(|(row, bucket)| -> Result<_, Failure> {
+                Ok(StoredState {
+                    bucket,
+                    data: &row.data,
+                    deleted: row.deleted,
+                    version: from_sql(row.version, &row.id, "version")?,
+                })
+            })
+            .transpose()?;
+        let write = match decide(access, collection, &readable, &change, stored) {
+            Decision::Rejected(answer) => {
+                results.push(answer);
                 continue;
             }
+            Decision::Conflict => {
+                let server = current.map(|(row, _)| row.into_document()).transpose()?;
+                results.push(ChangeResult {
+                    id: change.id,
+                    mutation_id: change.mutation_id,
+                    outcome: ChangeOutcome::Conflict { server },
+                });
+                continue;
+            }
+            Decision::Write(write) => write,
         };
-        let current_version = current
-            .as_ref()
-            .map(|(row, _)| from_sql(row.version, &row.id, "version"))
-            .transpose()?;
-        if current_version != change.base_version.map(|base| base.0) {
-            let server = current.map(|(row, _)| row.into_document()).transpose()?;
-            results.push(ChangeResult {
-                id: change.id,
-                mutation_id: change.mutation_id,
-                outcome: ChangeOutcome::Conflict { server },
-            });
-            continue;
-        }
-        let version = current_version.unwrap_or(0).saturating_add(1);
         next += 1;
-        let old_bucket = current.as_ref().map(|(_, bucket)| bucket.clone());
-        let data = match (change.deleted, current) {
-            (true, Some((row, _))) => row.data,
-            (true, None) => "null".to_owned(),
-            (false, _) => change.data.to_string(),
-        };
-        if let Some(old) = old_bucket.filter(|old| *old != routed.bucket) {
+        if let Some(old) = write.moved_from {
             tx.prepare_cached(INSERT_EXIT)?.execute(params![
                 collection,
                 old,
@@ -412,14 +391,14 @@ pub(super) fn push_in(
         tx.prepare_cached(UPSERT_ROW)?.execute(params![
             collection,
             change.id,
-            routed.bucket,
-            to_sql(version),
+            write.bucket,
+            to_sql(write.version),
             next,
             to_sql(now.0),
             change.deleted,
-            data
+            write.data
         ])?;
-        touched.insert(routed.bucket.clone());
+        touched.insert(write.bucket);
         if membership {
             let before: Option<String> = tx
                 .prepare_cached(SELECT_GRANT)?
@@ -428,21 +407,14 @@ pub(super) fn push_in(
             regranted.extend(before);
             tx.prepare_cached(DELETE_GRANT)?
                 .execute(params![collection, change.id])?;
-            if let Some((member, bucket)) = routed.grant.filter(|_| !change.deleted) {
+            if let Some((member, bucket)) = write.grant {
                 tx.prepare_cached(INSERT_GRANT)?
                     .execute(params![collection, change.id, member, bucket])?;
                 regranted.insert(member);
             }
         }
         let sync_id = SyncId(from_sql(next, &change.id, "seq")?);
-        let result = ChangeResult {
-            id: change.id,
-            mutation_id: change.mutation_id,
-            outcome: ChangeOutcome::Accepted {
-                version: Version(version),
-                sync_id,
-            },
-        };
+        let result = accepted(&change, write.version, sync_id);
         super::record_answer(tx, now, user, collection, seq_key_, &result)?;
         last_written = Some(sync_id);
         results.push(result);
@@ -455,17 +427,6 @@ pub(super) fn push_in(
         results,
         last_written,
     })
-}
-
-fn rejected(change: Change, code: &str, message: &str) -> ChangeResult {
-    ChangeResult {
-        id: change.id,
-        mutation_id: change.mutation_id,
-        outcome: ChangeOutcome::Rejected {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        },
-    }
 }
 
 /// The digest of the live rows of `collection` whose bucket `access`'s user may read.
@@ -488,7 +449,7 @@ pub(super) fn digest_in(
     let mut v2 = ContentDigest::default();
     {
         let mut statement = tx.prepare_cached(SELECT_READABLE_LIVE)?;
-        let mut rows = statement.query(params![collection, json_list(&readable)])?;
+        let mut rows = statement.query(params![collection, bucket_json(&readable)])?;
         while let Some(row) = rows.next()? {
             let id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             let version = from_sql(row.get(1)?, id, "version")?;
@@ -511,10 +472,6 @@ pub(super) fn digest_in(
         SharedDigest::V1(v1)
     })
 }
-
-/// Hashes of readable sets known to be stored (a cache, so that a pull whose set is stored
-/// already does not take the writer).
-pub(super) type KnownSets = std::sync::Mutex<HashSet<String>>;
 
 /// The readable set of `access`'s user, from the grants in one read.
 pub(super) fn readable_in(
@@ -601,7 +558,7 @@ fn sorted_rows(
     let rows = statement.query_map(
         params![
             collection,
-            json_list(buckets),
+            bucket_json(buckets),
             to_sql(after),
             to_limit(limit)
         ],
@@ -625,7 +582,7 @@ fn exits_after(
     let mut statement = tx.prepare_cached(SELECT_EXITS)?;
     let mut rows = statement.query(params![
         collection,
-        json_list(buckets),
+        bucket_json(buckets),
         to_sql(after),
         to_limit(limit)
     ])?;
