@@ -297,7 +297,7 @@ pub struct SharedCursor {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub h: u64,
     /// The storage's signature of every other field, for the user and collection it was issued
-    /// for ([`CursorKey`]): a cursor changed by a client, or used by another user, is refused.
+    /// for (a `CursorKey`): a cursor changed by a client, or used by another user, is refused.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub m: String,
 }
@@ -531,13 +531,15 @@ pub(crate) struct SharedRow {
 pub(crate) enum FeedEntry {
     /// A row whose bucket is in the set.
     Row(SharedRow),
-    /// A row left a bucket of the set at `seq`; `current` is its bucket now (`None`: no row).
+    /// A row left a bucket of the set at `seq`; `current` is its bucket now (`None`: no row),
+    /// `version` and `current_seq` its version and `seq` now (0 without a row).
     Exit {
         id: String,
         seq: u64,
         at: u64,
         version: u64,
         current: Option<String>,
+        current_seq: u64,
     },
 }
 
@@ -747,8 +749,12 @@ async fn page_after<S: Snapshot>(
                 match entry {
                     FeedEntry::Row(row) => {
                         guard(collection, &readable, &row)?;
-                        sent.insert(row.doc.id.clone());
-                        items.push(row.doc);
+                        // A row of a bucket moved in by this very page comes again here when it
+                        // was written after P: the same snapshot, the same version, sent once
+                        // (a client refuses a page that holds an id twice).
+                        if sent.insert(row.doc.id.clone()) {
+                            items.push(row.doc);
+                        }
                     }
                     FeedEntry::Exit {
                         id,
@@ -756,13 +762,26 @@ async fn page_after<S: Snapshot>(
                         at,
                         version,
                         current,
+                        current_seq,
                     } => {
                         let readable_now = current.as_ref().is_some_and(|b| readable.contains(b));
-                        if !readable_now && sent.insert(id.clone()) {
+                        if readable_now {
+                            // The device keeps its copy: the current version comes later in
+                            // the feed, and until then the device holds the row through its
+                            // current bucket; the reach covers it, so a move-out of that
+                            // bucket before the feed gets there names it.
+                            cursor.h = cursor.h.max(current_seq);
+                        } else if sent.insert(id.clone()) {
                             items.push(removal(id, version, seq, at));
                         }
                     }
                 }
+            }
+            if !has_more {
+                // Every row and exit of the readable set up to the collection's head is in this
+                // snapshot and was read: the position moves to the head, past the other
+                // buckets' writes, so rows moved in later are not sent again from an old P.
+                cursor.p = cursor.p.max(snap.head(collection).await?);
             }
             return Ok(finish(items, has_more, cursor, new_sets, readable));
         };
@@ -795,7 +814,13 @@ async fn page_after<S: Snapshot>(
                         .current
                         .as_ref()
                         .is_some_and(|b| readable.contains(b));
-                    if !readable_now && sent.insert(candidate.id.clone()) {
+                    if readable_now {
+                        // The device keeps it: its current version (after P, in a readable
+                        // bucket) comes with the feed. Until then the device holds it through
+                        // that bucket, so the highest position delivered now covers it: if the
+                        // bucket is dropped before the feed gets there, the move-out names it.
+                        cursor.h = cursor.h.max(candidate.seq);
+                    } else if sent.insert(candidate.id.clone()) {
                         items.push(removal(
                             candidate.id,
                             candidate.version,

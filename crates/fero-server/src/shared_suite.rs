@@ -129,6 +129,7 @@ impl Device {
                 "the storage computed another readable set than the rules give"
             );
             assert!(page.items.len() <= limit as usize, "page above the limit");
+            assert_unique_ids(&page.items);
             for item in &page.items {
                 self.apply(item, access.user(), allowed);
             }
@@ -138,6 +139,20 @@ impl Device {
             }
         }
         panic!("a pull did not end after 10,000 pages");
+    }
+}
+
+/// A client refuses a page that holds an id twice (`fero`'s page validation), so a page that
+/// does breaks the device's sync for good.
+#[track_caller]
+fn assert_unique_ids(items: &[StoredDocument]) {
+    let mut seen = BTreeSet::new();
+    for item in items {
+        assert!(
+            seen.insert(item.id.as_str()),
+            "a page holds {:?} twice; a client refuses it",
+            item.id
+        );
     }
 }
 
@@ -668,6 +683,7 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
                         .shared_pull(Arc::clone(&access), TASKS, device.cursor.clone(), limit)
                         .await?;
                     assert_eq!(page.readable, allowed, "seed {seed}: readable set");
+                    assert_unique_ids(&page.items);
                     let mut one = device.clone();
                     for item in &page.items {
                         one.apply(item, access.user(), &allowed);

@@ -136,9 +136,9 @@ const SELECT_FEED_ROWS: &str =
     "SELECT id, seq, version, updated_at, deleted, data, bucket FROM fero_shared_rows
      WHERE collection = $1 AND bucket = ANY($2::TEXT[]) AND seq > $3
      ORDER BY seq LIMIT $4";
-/// The exits from the buckets `$2` after `$3`, in `seq` order, with the row's bucket and version
-/// now.
-const SELECT_FEED_EXITS: &str = "SELECT e.id, e.seq, e.at, c.bucket, c.version
+/// The exits from the buckets `$2` after `$3`, in `seq` order, with the row's bucket, version
+/// and `seq` now.
+const SELECT_FEED_EXITS: &str = "SELECT e.id, e.seq, e.at, c.bucket, c.version, c.seq
        FROM fero_shared_exits e
        LEFT JOIN fero_shared_rows c ON c.collection = e.collection AND c.id = e.id
       WHERE e.collection = $1 AND e.bucket = ANY($2::TEXT[]) AND e.seq > $3
@@ -246,11 +246,13 @@ impl PgSnapshot<'_> {
             } else if let Some(exit) = exits.next() {
                 let id: String = exit.try_get(0)?;
                 let version: Option<i64> = exit.try_get(4)?;
+                let current_seq: Option<i64> = exit.try_get(5)?;
                 entries.push(FeedEntry::Exit {
                     seq: from_sql(exit.try_get(1)?, &id, "seq")?,
                     at: from_sql(exit.try_get(2)?, &id, "at")?,
                     version: from_sql(version.unwrap_or(0), &id, "version")?,
                     current: exit.try_get(3)?,
+                    current_seq: from_sql(current_seq.unwrap_or(0), &id, "seq")?,
                     id,
                 });
             }

@@ -99,7 +99,7 @@ const SELECT_SET_FEED: &str = "SELECT id, seq, version, updated_at, deleted, dat
      WHERE collection = ?1 AND bucket IN (SELECT value FROM json_each(?2)) AND seq > ?3
      ORDER BY seq LIMIT ?4";
 /// The exits from a set of buckets after `?3`, with the row's bucket now, in `seq` order.
-const SELECT_EXITS: &str = "SELECT e.seq, e.id, c.bucket, c.version, e.at
+const SELECT_EXITS: &str = "SELECT e.seq, e.id, c.bucket, c.version, e.at, c.seq
        FROM shared_exits e
        LEFT JOIN shared_rows c ON c.collection = e.collection AND c.id = e.id
       WHERE e.collection = ?1 AND e.bucket IN (SELECT value FROM json_each(?2)) AND e.seq > ?3
@@ -590,11 +590,13 @@ fn exits_after(
     while let Some(row) = rows.next()? {
         let id: String = row.get(1)?;
         let version: Option<i64> = row.get(3)?;
+        let current_seq: Option<i64> = row.get(5)?;
         exits.push(FeedEntry::Exit {
             seq: from_sql(row.get(0)?, &id, "seq")?,
             at: from_sql(row.get(4)?, &id, "at")?,
             version: from_sql(version.unwrap_or(0), &id, "version")?,
             current: row.get(2)?,
+            current_seq: from_sql(current_seq.unwrap_or(0), &id, "seq")?,
             id,
         });
     }
