@@ -801,6 +801,7 @@ async fn w9_on(options: &W9Options, postgres: Option<&str>) -> Result<W9Line, Sc
                         &PullRequest {
                             checkpoint: checkpoint.clone(),
                             limit: 1_000,
+                            subscription: None,
                         },
                     )
                     .await

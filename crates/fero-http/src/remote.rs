@@ -362,7 +362,7 @@ pub(crate) struct Inner {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let remote = fero_http::HttpRemote::new("http://127.0.0.1:7700", "secret-token")?;
-/// let page = remote.pull("contacts", &PullRequest { checkpoint: None, limit: 500 }).await?;
+/// let page = remote.pull("contacts", &PullRequest { checkpoint: None, limit: 500, subscription: None }).await?;
 /// println!("{} items, more: {}", page.items.len(), page.has_more);
 /// # Ok(()) }
 /// ```
@@ -1011,6 +1011,7 @@ mod tests {
                 &PullRequest {
                     checkpoint: None,
                     limit: 1,
+                    subscription: None,
                 },
             )
             .await

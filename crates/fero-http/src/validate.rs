@@ -212,6 +212,7 @@ mod tests {
         let request = PullRequest {
             checkpoint: Some(SyncCheckpoint::at(SyncId(10))),
             limit: 5,
+            subscription: None,
         };
         let backwards = PullResponse {
             items: vec![document("a", 4)],
@@ -235,6 +236,7 @@ mod tests {
         let request = PullRequest {
             checkpoint: None,
             limit: 1,
+            subscription: None,
         };
         let response = PullResponse {
             items: vec![document("a", 1), document("b", 2)],

@@ -113,6 +113,7 @@ fn from_ten() -> PullRequest {
     PullRequest {
         checkpoint: Some(SyncCheckpoint::at(SyncId(10))),
         limit: 100,
+        subscription: None,
     }
 }
 

@@ -38,6 +38,7 @@ async fn pull_ahead_is_answered_at_once_but_read_only_when_the_gate_opens() {
     let request = PullRequest {
         checkpoint: Some(SyncCheckpoint::at(SyncId(10))),
         limit: 100,
+        subscription: None,
     };
 
     let (opener, gate) = PageGate::closed();
@@ -79,6 +80,7 @@ async fn pull_ahead_with_an_open_gate_is_a_plain_pull() {
     let request = PullRequest {
         checkpoint: Some(SyncCheckpoint::at(SyncId(10))),
         limit: 100,
+        subscription: None,
     };
     let page = remote
         .pull_ahead("contacts", &request, &PageGate::open())

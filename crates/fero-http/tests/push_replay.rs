@@ -68,6 +68,7 @@ async fn a_push_replayed_after_its_response_was_dropped_is_not_a_conflict() {
             &PullRequest {
                 checkpoint: None,
                 limit: 10,
+                subscription: None,
             },
         )
         .await

@@ -142,6 +142,7 @@ fn remote(url: &str, provider: &Arc<Minting>) -> HttpRemote {
 const PULL: PullRequest = PullRequest {
     checkpoint: None,
     limit: 100,
+    subscription: None,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

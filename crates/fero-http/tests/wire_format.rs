@@ -108,6 +108,7 @@ async fn requests_carry_token_protocol_device_and_accepted_encodings() {
     let request = PullRequest {
         checkpoint: None,
         limit: 500,
+        subscription: None,
     };
     let answer = remote.pull("plain", &request).await;
     assert_eq!(answer.unwrap(), page(200));
@@ -120,6 +121,7 @@ async fn gzip_and_zstd_answers_are_decoded_and_counted_at_their_wire_size() {
     let request = PullRequest {
         checkpoint: None,
         limit: 500,
+        subscription: None,
     };
     for collection in ["zipped", "zstded", "plain"] {
         let remote = configured_remote(addr);
@@ -151,6 +153,7 @@ async fn an_answer_over_the_size_limit_is_refused_compressed_or_not() {
     let request = PullRequest {
         checkpoint: None,
         limit: 500,
+        subscription: None,
     };
     for collection in ["plain", "zipped", "zstded"] {
         let remote = fero_http::HttpRemote::builder(format!("http://{addr}"), "s3cret")
@@ -194,6 +197,7 @@ async fn with_compression_off_the_client_asks_for_identity_and_counts_plain_byte
     let request = PullRequest {
         checkpoint: None,
         limit: 100,
+        subscription: None,
     };
     assert_eq!(remote.pull("plain", &request).await.unwrap(), page(50));
     let stats = remote.stats();

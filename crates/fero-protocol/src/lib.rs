@@ -42,6 +42,6 @@ pub use remote::Remote;
 pub use types::{
     COLLECTION_HEADER, Change, ChangeNotice, ChangeOutcome, ChangeResult, ContentDigestResponse,
     DigestResponse, Document, MAX_COLLECTION_NAME, MAX_PAGE_SIZE, MutationId, PROTOCOL_HEADER,
-    PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
+    PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse, Subscription,
     validate_collection_name,
 };

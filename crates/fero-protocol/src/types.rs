@@ -1,5 +1,7 @@
 //! Requests, responses and the items they carry.
 
+use std::collections::BTreeMap;
+
 use fero::{ServerItem, SyncCheckpoint, SyncId, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
@@ -134,7 +136,7 @@ pub struct Change {
 }
 
 /// `POST /v1/collections/{name}/pull` body (the `GET` form takes the same fields as query
-/// parameters: `after`, `cursor`, `limit`).
+/// parameters: `after`, `cursor`, `limit`; a subscription only travels in the `POST` body).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullRequest {
     /// Where the client stands; `None` pulls from the beginning.
@@ -142,6 +144,63 @@ pub struct PullRequest {
     pub checkpoint: Option<SyncCheckpoint>,
     /// Items wanted, at most [`MAX_PAGE_SIZE`].
     pub limit: u32,
+    /// Pull only this subset of a shared collection (`None`: everything the user may read).
+    /// The checkpoint must be one this subscription was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+}
+
+impl PullRequest {
+    /// A pull of at most `limit` items after `checkpoint`, of everything the user may read.
+    pub fn new(checkpoint: Option<SyncCheckpoint>, limit: u32) -> PullRequest {
+        PullRequest {
+            checkpoint,
+            limit,
+            subscription: None,
+        }
+    }
+}
+
+/// A subscription: a subset of a shared collection, named by the server's sync rules and chosen
+/// by parameters (e.g. the tasks of one project). The server turns it into buckets with the
+/// rule of that name, and serves only those the user may read: a subscription narrows what a
+/// user reads, it never widens it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The rule's name (`[collections.<name>.subscriptions]` in the rules file).
+    pub name: String,
+    /// The parameters, a JSON object the rule reads as `params`.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+impl Subscription {
+    /// A subscription to the rule `name` with no parameters yet.
+    pub fn new(name: impl Into<String>) -> Subscription {
+        Subscription {
+            name: name.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the parameter `key`.
+    #[must_use]
+    pub fn param(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.params.insert(key.into(), value.into());
+        self
+    }
+
+    /// The subscription's stable identity: its name and its parameters as canonical JSON
+    /// (keys sorted), e.g. `project{"project_id":"p1"}`. Equal subscriptions have equal keys.
+    pub fn key(&self) -> String {
+        let params = serde_json::Value::Object(
+            self.params
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        );
+        format!("{}{}", self.name, crate::canonical_json(&params))
+    }
 }
 
 /// A page of changes.

@@ -75,6 +75,7 @@ impl SimHandler {
         let request = PullRequest {
             checkpoint: checkpoint.cloned(),
             limit: u32::try_from(batch_size).unwrap_or(u32::MAX),
+            subscription: None,
         };
         let response = self.remote.pull(&self.collection, &request).await?;
         Ok(batch_from(response))

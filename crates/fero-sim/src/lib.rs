@@ -54,7 +54,7 @@
 //!         checkpoint: Option<&SyncCheckpoint>,
 //!         batch_size: usize,
 //!     ) -> HandlerResult<SyncBatchResult<Document>> {
-//!         let request = PullRequest { checkpoint: checkpoint.cloned(), limit: batch_size as u32 };
+//!         let request = PullRequest { checkpoint: checkpoint.cloned(), limit: batch_size as u32, subscription: None };
 //!         Ok(batch_from(self.remote.pull("docs", &request).await?))
 //!     }
 //!     async fn apply_remote_changes(

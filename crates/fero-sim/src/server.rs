@@ -103,7 +103,7 @@ struct ServerState {
 ///     data: serde_json::json!({ "tag": "first" }),
 /// };
 /// server.push("docs", &PushRequest { changes: vec![change] }).await?;
-/// let page = server.pull("docs", &PullRequest { checkpoint: None, limit: 10 }).await?;
+/// let page = server.pull("docs", &PullRequest { checkpoint: None, limit: 10, subscription: None }).await?;
 /// assert_eq!(page.items.len(), 1);
 /// assert!(!page.has_more);
 /// # Ok(()) }
@@ -469,6 +469,7 @@ mod tests {
                 &PullRequest {
                     checkpoint: None,
                     limit: 10,
+                    subscription: None,
                 },
             )
             .unwrap();
@@ -487,7 +488,14 @@ mod tests {
         );
         let pull = |checkpoint, limit| {
             server
-                .pull_now("docs", &PullRequest { checkpoint, limit })
+                .pull_now(
+                    "docs",
+                    &PullRequest {
+                        checkpoint,
+                        limit,
+                        subscription: None,
+                    },
+                )
                 .unwrap()
         };
         let exact = pull(None, 2);

@@ -150,6 +150,7 @@ fn a_remote_for_a_device_sees_what_another_device_pushed() {
             &PullRequest {
                 checkpoint: None,
                 limit: 10,
+                subscription: None,
             },
         ))
         .unwrap();

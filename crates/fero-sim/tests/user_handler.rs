@@ -47,6 +47,7 @@ impl BackgroundSyncHandler for AppHandler {
         let request = PullRequest {
             checkpoint: checkpoint.cloned(),
             limit: batch_size as u32,
+            subscription: None,
         };
         Ok(batch_from(
             self.remote.pull(&self.collection, &request).await?,

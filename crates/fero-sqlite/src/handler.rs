@@ -205,6 +205,7 @@ impl<R: Remote> CollectionSync<R> {
         let request = PullRequest {
             checkpoint: checkpoint.cloned(),
             limit,
+            subscription: None,
         };
         let response = match gate {
             None => self.remote.pull(&self.collection, &request).await,
