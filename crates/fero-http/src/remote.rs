@@ -11,7 +11,7 @@ use fero::{BackoffStrategy, ExponentialBackoff, PageGate, RandomSource, SeededRa
 use fero_protocol::{
     COLLECTION_HEADER, ContentDigestResponse, DigestResponse, ErrorBody, ErrorCode,
     PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest, PullResponse, PushRequest, PushResponse,
-    Remote, RemoteError, RemoteErrorKind, validate_collection_name,
+    Remote, RemoteError, RemoteErrorKind, Subscription, validate_collection_name,
 };
 use reqwest::header::{
     ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName,
@@ -929,6 +929,30 @@ impl Remote for HttpRemote {
     async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
         let mut url = self.collection_url(collection, Call::ContentDigest, "digest")?;
         url.query_pairs_mut().append_pair("version", "2");
+        let answer: DigestAnswer = self
+            .exchange(collection, Call::ContentDigest, Method::GET, url, None)
+            .await?;
+        check_content_digest(collection, answer).inspect_err(|error| {
+            if !error.is_unsupported() {
+                self.inner.counters.failure(false);
+            }
+        })
+    }
+
+    /// `GET /v1/collections/{collection}/digest?version=2&subscriptions=[...]` (the
+    /// subscriptions as a JSON array): the content digest of the rows the subscriptions select
+    /// together. A server without subscriptions refuses the query: [`Unsupported`](RemoteErrorKind::Unsupported).
+    async fn subscriptions_digest(
+        &self,
+        collection: &str,
+        subscriptions: &[Subscription],
+    ) -> Result<ContentDigestResponse, RemoteError> {
+        let mut url = self.collection_url(collection, Call::ContentDigest, "digest")?;
+        // Names and JSON values only: writing them cannot fail.
+        let list = serde_json::to_string(subscriptions).unwrap_or_else(|_| "[]".to_owned());
+        url.query_pairs_mut()
+            .append_pair("version", "2")
+            .append_pair("subscriptions", &list);
         let answer: DigestAnswer = self
             .exchange(collection, Call::ContentDigest, Method::GET, url, None)
             .await?;

@@ -6,6 +6,7 @@ use fero::PageGate;
 use crate::error::RemoteError;
 use crate::types::{
     ContentDigestResponse, DigestResponse, PullRequest, PullResponse, PushRequest, PushResponse,
+    Subscription,
 };
 
 /// A sync server as seen by a client: pull, push and digest per collection.
@@ -87,6 +88,27 @@ pub trait Remote: Send + Sync + 'static {
             "the content digest (digest version 2)",
         ))
     }
+
+    /// The count and content digest (version 2) of the live rows of a shared `collection` that
+    /// `subscriptions` select together (their union, narrowed to what the user may read): what
+    /// a store that syncs exactly these subscriptions should hold.
+    ///
+    /// The default answers [`RemoteErrorKind::Unsupported`](crate::RemoteErrorKind::Unsupported).
+    ///
+    /// # Errors
+    /// [`RemoteErrorKind::Unsupported`](crate::RemoteErrorKind::Unsupported) when the remote
+    /// does not compute it; another [`RemoteError`] kind as for [`digest`](Self::digest).
+    async fn subscriptions_digest(
+        &self,
+        collection: &str,
+        subscriptions: &[Subscription],
+    ) -> Result<ContentDigestResponse, RemoteError> {
+        let _ = subscriptions;
+        Err(RemoteError::unsupported(
+            collection,
+            "the digest of subscriptions",
+        ))
+    }
 }
 
 #[async_trait]
@@ -118,6 +140,15 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
     }
     async fn content_digest(&self, collection: &str) -> Result<ContentDigestResponse, RemoteError> {
         (**self).content_digest(collection).await
+    }
+    async fn subscriptions_digest(
+        &self,
+        collection: &str,
+        subscriptions: &[Subscription],
+    ) -> Result<ContentDigestResponse, RemoteError> {
+        (**self)
+            .subscriptions_digest(collection, subscriptions)
+            .await
     }
 }
 

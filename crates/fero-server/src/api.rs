@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, handlers, authentication and the layers around them.
 
 use fero_protocol::COLLECTION_HEADER;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -17,7 +18,7 @@ use fero::{SyncCheckpoint, SyncId};
 use fero_protocol::{
     Change, ChangeNotice, ChangeOutcome, ChangeResult, ContentDigestResponse, DigestResponse,
     DigestVersion, ErrorCode, MAX_PAGE_SIZE, PROTOCOL_HEADER, PROTOCOL_VERSION, PullRequest,
-    PushResponse, validate_collection_name,
+    PushResponse, Subscription, validate_collection_name,
 };
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ use crate::api_error::{ApiError, JsonBody};
 use crate::api_shared;
 use crate::cursor;
 use crate::server::Server;
+use crate::shared::Subscribed;
 use crate::storage::{FeedPosition, StoredDocument};
 use crate::user::Principal;
 use crate::validate::{PushBody, reject_reason};
@@ -214,7 +216,7 @@ async fn pull_get(
         updated_at: None,
         cursor: query.cursor,
     };
-    pull(&state, &user, &collection, checkpoint, query.limit).await
+    pull(&state, &user, &collection, checkpoint, query.limit, None).await
 }
 
 async fn pull_post(
@@ -224,7 +226,15 @@ async fn pull_post(
     JsonBody(request): JsonBody<PullRequest>,
 ) -> Result<Json<PullAnswer>, ApiError> {
     let checkpoint = request.checkpoint.unwrap_or_default();
-    pull(&state, &user, &collection, checkpoint, request.limit).await
+    pull(
+        &state,
+        &user,
+        &collection,
+        checkpoint,
+        request.limit,
+        request.subscription,
+    )
+    .await
 }
 
 /// Names the collection of the path on the answer ([`COLLECTION_HEADER`]), so a client can refuse an
@@ -261,14 +271,29 @@ async fn pull(
     collection: &str,
     from: SyncCheckpoint,
     limit: u32,
+    subscription: Option<Subscription>,
 ) -> Result<Json<PullAnswer>, ApiError> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(ApiError::page_too_large(format!(
             "limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         )));
     }
-    if let Some(sharing) = state.server.sharing_of(collection) {
-        let access = sharing.access(&user.user, &user.claims);
+    let sharing = state.server.sharing_of(collection);
+    if let (None, Some(subscription)) = (&sharing, &subscription) {
+        return Err(ApiError::invalid_request(format!(
+            "collection {collection:?} is not shared by the server's sync rules, so it has no \
+             subscription {:?}; pull it without one",
+            subscription.name
+        )));
+    }
+    if let Some(sharing) = sharing {
+        let mut access = sharing.access(&user.user, &user.claims);
+        if let Some(subscription) = subscription {
+            let buckets = sharing
+                .subscription_buckets(collection, &user.user, &user.claims, &subscription)
+                .map_err(ApiError::invalid_request)?;
+            access = Arc::new(Subscribed::new(access, buckets, subscription.key()));
+        }
         let (items, checkpoint, has_more) =
             api_shared::pull(&state.server, access, collection, &from, limit).await?;
         return Ok(Json(PullAnswer {
@@ -398,6 +423,8 @@ async fn push(
 struct DigestQuery {
     /// Kept as text so that any unknown or malformed value gets the same 422 and message.
     version: Option<String>,
+    /// A JSON array of subscriptions: the digest of the rows they select together.
+    subscriptions: Option<String>,
 }
 
 /// `GET …/digest[?version=N]`: version 1 (ids and versions) without `version`, so that clients
@@ -410,7 +437,7 @@ async fn digest(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::invalid_request(format!(
-            "bad digest query (expected an optional `version`): {}",
+            "bad digest query (expected an optional `version` and `subscriptions`): {}",
             rejection.body_text()
         ))
     })?;
@@ -428,8 +455,32 @@ async fn digest(
                 ))
             })?,
     };
-    if let Some(sharing) = state.server.sharing_of(&collection) {
-        let access = sharing.access(&user.user, &user.claims);
+    let sharing = state.server.sharing_of(&collection);
+    if let (None, Some(_)) = (&sharing, &query.subscriptions) {
+        return Err(ApiError::invalid_request(format!(
+            "collection {collection:?} is not shared by the server's sync rules, so it has no \
+             subscriptions; ask for its digest without `subscriptions`"
+        )));
+    }
+    if let Some(sharing) = sharing {
+        let mut access = sharing.access(&user.user, &user.claims);
+        if let Some(text) = &query.subscriptions {
+            let subscriptions: Vec<Subscription> = serde_json::from_str(text).map_err(|error| {
+                ApiError::invalid_request(format!(
+                    "`subscriptions` must be a JSON array of {{\"name\", \"params\"}} \
+                         objects: {error}"
+                ))
+            })?;
+            let mut buckets = std::collections::BTreeSet::new();
+            for subscription in &subscriptions {
+                buckets.extend(
+                    sharing
+                        .subscription_buckets(&collection, &user.user, &user.claims, subscription)
+                        .map_err(ApiError::invalid_request)?,
+                );
+            }
+            access = Arc::new(Subscribed::new(access, buckets, String::new()));
+        }
         return api_shared::digest(&state.server, access, &collection, version).await;
     }
     let storage = state.server.storage();

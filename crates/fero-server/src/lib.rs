@@ -101,7 +101,9 @@ pub use metrics::ServerMetrics;
 pub use notify::{ChangeHub, ChangeNotifier, ChangeSubscription};
 pub use postgres::{DEFAULT_POOL_SIZE, PostgresStorage, PostgresStorageBuilder};
 pub use postgres_notify::{LISTENER_APPLICATION_NAME, PostgresNotifier};
-pub use rules::{CollectionRules, Decision, RuleError, Rules, RulesError, UserContext};
+pub use rules::{
+    CollectionRules, Decision, RuleError, Rules, RulesError, SubscriptionError, UserContext,
+};
 pub use server::{
     DEFAULT_BODY_LIMIT, DEFAULT_MUTATION_RETENTION, DEFAULT_TOMBSTONE_RETENTION,
     MUTATION_PRUNE_INTERVAL, Server, ServerBuilder,

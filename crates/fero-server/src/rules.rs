@@ -245,6 +245,27 @@ impl RuleError {
     }
 }
 
+/// Why a subscription cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The collection's rules define no subscription of that name.
+    #[error(
+        "collection {collection:?} has no subscription {name:?}; its rules define {}",
+        if known.is_empty() { "none (add `[collections.<name>.subscriptions]` to the rules file)".to_owned() } else { known.join(", ") }
+    )]
+    Unknown {
+        /// The collection.
+        collection: String,
+        /// The name asked for.
+        name: String,
+        /// The names the rules define.
+        known: Vec<String>,
+    },
+    /// The subscription's expression failed on the parameters given.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+}
+
 /// `an int`, `a string`.
 fn with_article(noun: &str) -> String {
     let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
@@ -265,17 +286,19 @@ enum Kind {
     Membership,
     Bucket,
     Write,
+    Subscription,
 }
 
 impl Kind {
-    const ALL_VARIABLES: [&'static str; 4] = ["data", "user", "request", "bucket"];
+    const ALL_VARIABLES: [&'static str; 5] = ["data", "user", "request", "bucket", "params"];
 
     fn allows(self, variable: &str) -> bool {
         match self {
             Kind::AccessRead => variable == "user",
             Kind::Membership => variable == "data",
             Kind::Bucket => matches!(variable, "data" | "user" | "request"),
-            Kind::Write => true,
+            Kind::Write => variable != "params",
+            Kind::Subscription => matches!(variable, "params" | "user"),
         }
     }
 
@@ -285,6 +308,7 @@ impl Kind {
             Kind::Membership => "`data`",
             Kind::Bucket => "`data`, `user` and `request`",
             Kind::Write => "`data`, `user`, `request` and `bucket`",
+            Kind::Subscription => "`params` (the subscription's parameters) and `user`",
         }
     }
 }
@@ -302,6 +326,7 @@ struct Expr {
     uses_user: bool,
     uses_request: bool,
     uses_bucket: bool,
+    uses_params: bool,
 }
 
 impl fmt::Debug for Expr {
@@ -320,6 +345,7 @@ struct Vars<'a> {
     user: Option<&'a Value>,
     request: Option<(&'a str, &'a str, bool)>,
     bucket: Option<&'a str>,
+    params: Option<&'a Value>,
 }
 
 impl Expr {
@@ -372,6 +398,11 @@ impl Expr {
         if self.uses_bucket {
             if let Some(bucket) = vars.bucket {
                 context.add_variable_from_value("bucket", string_value(bucket));
+            }
+        }
+        if self.uses_params {
+            if let Some(params) = vars.params {
+                context.add_variable_from_value("params", params.clone());
             }
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| self.program.execute(&context)));
@@ -719,6 +750,7 @@ pub struct CollectionRules {
     root: Arc<Context<'static>>,
     bucket: Arc<Expr>,
     write: Option<Arc<Expr>>,
+    subscriptions: Arc<BTreeMap<String, Expr>>,
 }
 
 impl fmt::Debug for CollectionRules {
@@ -729,6 +761,10 @@ impl fmt::Debug for CollectionRules {
             .field(
                 "write",
                 &self.write.as_ref().map_or(DEFAULT_WRITE, |w| &w.source),
+            )
+            .field(
+                "subscriptions",
+                &self.subscriptions.keys().collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -751,6 +787,76 @@ impl CollectionRules {
         self.write.as_ref().map_or(DEFAULT_WRITE, |w| &w.source)
     }
 
+    /// The names of the collection's subscriptions (`[collections.<name>.subscriptions]`).
+    pub fn subscription_names(&self) -> impl Iterator<Item = &str> {
+        self.subscriptions.keys().map(String::as_str)
+    }
+
+    /// The buckets the subscription `name` with `params` selects for `user`: its expression
+    /// yields one bucket name or a list of them. The caller serves only those of them the user
+    /// may read (a subscription narrows the readable set, never widens it).
+    ///
+    /// # Errors
+    /// [`SubscriptionError::Unknown`] when the collection has no subscription `name`;
+    /// [`SubscriptionError::Rule`] when its expression fails on these parameters (a missing
+    /// parameter, a wrong type), yields neither a string nor a list of strings, or an invalid
+    /// bucket name.
+    pub fn subscription_buckets(
+        &self,
+        name: &str,
+        params: &BTreeMap<String, serde_json::Value>,
+        user: &Principal<'_>,
+    ) -> Result<BTreeSet<String>, SubscriptionError> {
+        let Some(expr) = self.subscriptions.get(name) else {
+            return Err(SubscriptionError::Unknown {
+                collection: self.name.to_string(),
+                name: name.to_owned(),
+                known: self.subscriptions.keys().cloned().collect(),
+            });
+        };
+        let params = Value::Map(Map {
+            map: Arc::new(
+                params
+                    .iter()
+                    .map(|(name, value)| (key(name), json_to_cel(value)))
+                    .collect(),
+            ),
+        });
+        let user_value = Value::Map(Map {
+            map: Arc::new(
+                [
+                    (key("id"), string_value(user.id)),
+                    (key("claims"), claims_to_cel(user.claims)),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        });
+        let vars = Vars {
+            user: Some(&user_value),
+            params: Some(&params),
+            ..Vars::default()
+        };
+        let collection = Some(&*self.name);
+        let expected = "a string or a list of strings (bucket names)";
+        let mut buckets = BTreeSet::new();
+        let mut add = |item: &Value| -> Result<(), RuleError> {
+            let Value::String(name) = item else {
+                return Err(expr.wrong_type(collection, expected, item));
+            };
+            if let Some(problem) = bucket_problem(name) {
+                return Err(expr.bad_name(collection, problem));
+            }
+            buckets.insert(name.as_str().to_owned());
+            Ok(())
+        };
+        match expr.eval(&self.root, collection, &vars)? {
+            Value::List(items) => items.iter().try_for_each(&mut add)?,
+            single => add(&single)?,
+        }
+        Ok(buckets)
+    }
+
     /// The bucket of a row with this `data`, written by `user` (the request's
     /// [`UserContext`]); `id` and `deleted` are the change's row id and whether it deletes.
     /// For a delete, `data` is the stored data of the row.
@@ -770,6 +876,7 @@ impl CollectionRules {
             user: Some(&user.value),
             request: Some((&self.name, id, deleted)),
             bucket: None,
+            params: None,
         };
         self.bucket.eval_bucket(&self.root, Some(&self.name), &vars)
     }
@@ -811,6 +918,7 @@ impl CollectionRules {
             user: Some(&user.value),
             request: Some((&self.name, id, deleted)),
             bucket: Some(bucket),
+            params: None,
         };
         match write.eval(&self.root, Some(&self.name), &vars)? {
             Value::Bool(allowed) => Ok(allowed),
@@ -1012,6 +1120,13 @@ impl Rules {
     }
 }
 
+/// A `[collections.<name>]` table as read.
+struct ParsedCollection {
+    bucket: Expr,
+    write: Option<Expr>,
+    subscriptions: BTreeMap<String, Expr>,
+}
+
 /// A `[membership]` table as read, before the collections are known.
 struct ParsedMembership {
     collection: String,
@@ -1115,12 +1230,13 @@ impl<'t> Loader<'t> {
         let root = Arc::new(Context::default());
         let collections = collections
             .into_iter()
-            .map(|(name, (bucket, write))| {
+            .map(|(name, parsed)| {
                 let rules = CollectionRules {
                     name: Arc::from(name.as_str()),
                     root: Arc::clone(&root),
-                    bucket: Arc::new(bucket),
-                    write: write.map(Arc::new),
+                    bucket: Arc::new(parsed.bucket),
+                    write: parsed.write.map(Arc::new),
+                    subscriptions: Arc::new(parsed.subscriptions),
                 };
                 (name, rules)
             })
@@ -1234,7 +1350,7 @@ impl<'t> Loader<'t> {
         })
     }
 
-    fn collections(&mut self, table: &DeTable<'_>) -> BTreeMap<String, (Expr, Option<Expr>)> {
+    fn collections(&mut self, table: &DeTable<'_>) -> BTreeMap<String, ParsedCollection> {
         let mut collections = BTreeMap::new();
         for (name, value) in table.iter() {
             let table_key = collection_key(name.get_ref());
@@ -1251,6 +1367,7 @@ impl<'t> Loader<'t> {
             };
             let mut bucket = None;
             let mut write = None;
+            let mut subscriptions = BTreeMap::new();
             let mut has_bucket = false;
             for (key, value) in rules.iter() {
                 match key.get_ref().as_ref() {
@@ -1268,7 +1385,18 @@ impl<'t> Loader<'t> {
                             write = None;
                         }
                     }
-                    _ => self.unknown_key(key, &table_key, "`bucket` and `write`"),
+                    "subscriptions" => {
+                        let within = format!("{table_key}.subscriptions");
+                        if let Some(table) = self.table(value, &within) {
+                            for (name, value) in table.iter() {
+                                let key = format!("{within}.{}", bare_or_quoted(name.get_ref()));
+                                if let Some(expr) = self.compile(value, key, Kind::Subscription) {
+                                    subscriptions.insert(name.get_ref().to_string(), expr);
+                                }
+                            }
+                        }
+                    }
+                    _ => self.unknown_key(key, &table_key, "`bucket`, `write` and `subscriptions`"),
                 }
             }
             if !has_bucket {
@@ -1277,7 +1405,14 @@ impl<'t> Loader<'t> {
                 self.error(name.span().start, table_key, message);
             }
             if let Some(bucket) = bucket {
-                collections.insert(name.get_ref().to_string(), (bucket, write));
+                collections.insert(
+                    name.get_ref().to_string(),
+                    ParsedCollection {
+                        bucket,
+                        write,
+                        subscriptions,
+                    },
+                );
             }
         }
         collections
@@ -1369,6 +1504,7 @@ impl<'t> Loader<'t> {
             uses_user: references.has_variable("user"),
             uses_request: references.has_variable("request"),
             uses_bucket: references.has_variable("bucket"),
+            uses_params: references.has_variable("params"),
             key,
             source: source.to_string(),
             program,
@@ -1860,6 +1996,7 @@ mod tests {
             uses_user: true,
             uses_request: true,
             uses_bucket: false,
+            uses_params: false,
         };
         let vars = Vars {
             data: Some(row),

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use fero_protocol::Change;
+use fero_protocol::{Change, Subscription};
 
 use crate::rules::{Principal, Rules, UserContext};
 use crate::shared::{Access, CurrentRow, Refusal, Routed, Sharing};
@@ -26,6 +26,25 @@ impl Sharing for Rules {
             claims: claims.clone(),
             context: Mutex::new(None),
         })
+    }
+
+    fn subscription_buckets(
+        &self,
+        collection: &str,
+        user: &UserId,
+        claims: &serde_json::Value,
+        subscription: &Subscription,
+    ) -> Result<BTreeSet<String>, String> {
+        let Some(rules) = self.collection(collection) else {
+            return Err(format!("collection {collection:?} has no rules"));
+        };
+        let principal = Principal {
+            id: user.as_str(),
+            claims,
+        };
+        rules
+            .subscription_buckets(&subscription.name, &subscription.params, &principal)
+            .map_err(|error| error.to_string())
     }
 }
 

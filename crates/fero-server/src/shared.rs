@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use fero::{SyncId, Timestamp, Version};
-use fero_protocol::{Change, ChangeOutcome, ChangeResult};
+use fero_protocol::{Change, ChangeOutcome, ChangeResult, Subscription};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -144,6 +144,64 @@ pub trait Access: Send + Sync + fmt::Debug {
 
     /// `collection` is the membership collection (its rows grant buckets).
     fn is_membership(&self, collection: &str) -> bool;
+
+    /// What the pulls of this access are a part of, beyond the user and the collection: empty
+    /// for the whole readable set, a subscription's key for a subscription. A cursor is signed
+    /// for it, so a cursor of one subscription is refused for another.
+    fn scope(&self) -> &str {
+        ""
+    }
+}
+
+/// An access narrowed to a subscription: the readable set is the user's, intersected with the
+/// buckets the subscription selects, so a subscription never widens what a user reads. Pushes
+/// are routed as the user's own.
+#[derive(Debug)]
+pub(crate) struct Subscribed {
+    inner: Arc<dyn Access>,
+    buckets: BTreeSet<String>,
+    scope: String,
+}
+
+impl Subscribed {
+    /// `inner` narrowed to `buckets`, for the subscription whose key is `scope`.
+    pub(crate) fn new(inner: Arc<dyn Access>, buckets: BTreeSet<String>, scope: String) -> Self {
+        Subscribed {
+            inner,
+            buckets,
+            scope,
+        }
+    }
+}
+
+impl Access for Subscribed {
+    fn user(&self) -> &UserId {
+        self.inner.user()
+    }
+
+    fn readable(&self, grants: &[String]) -> Result<BTreeSet<String>, Refusal> {
+        let mut readable = self.inner.readable(grants)?;
+        readable.retain(|bucket| self.buckets.contains(bucket));
+        Ok(readable)
+    }
+
+    fn route(
+        &self,
+        collection: &str,
+        readable: &BTreeSet<String>,
+        change: &Change,
+        current: Option<CurrentRow<'_>>,
+    ) -> Result<Routed, Refusal> {
+        self.inner.route(collection, readable, change, current)
+    }
+
+    fn is_membership(&self, collection: &str) -> bool {
+        self.inner.is_membership(collection)
+    }
+
+    fn scope(&self) -> &str {
+        &self.scope
+    }
 }
 
 /// The sync rules as the server sees them: which collections are shared, and each caller's
@@ -158,6 +216,23 @@ pub trait Sharing: Send + Sync + fmt::Debug + 'static {
     /// The access of `user` whose token carries `claims` (a JSON object; empty for a static
     /// token), for one request.
     fn access(&self, user: &UserId, claims: &serde_json::Value) -> Arc<dyn Access>;
+
+    /// The buckets `subscription` selects in `collection` for `user` (before they are
+    /// narrowed to what the user may read).
+    ///
+    /// # Errors
+    /// The collection has no such subscription, or its rule fails on these parameters; the
+    /// message names the subscription and the rule, never a value.
+    fn subscription_buckets(
+        &self,
+        collection: &str,
+        user: &UserId,
+        claims: &serde_json::Value,
+        subscription: &Subscription,
+    ) -> Result<BTreeSet<String>, String> {
+        let _ = (user, claims, subscription);
+        Err(format!("collection {collection:?} has no subscriptions"))
+    }
 }
 
 /// The change notifier's key for a bucket: starts with U+0001, which no user name holds, so it
@@ -655,15 +730,24 @@ pub(crate) async fn pull_page<S: Snapshot>(
     limit: usize,
 ) -> Result<SharedPage, StorageError> {
     let user = access.user().as_str();
+    // A subscription's cursors are signed for it: one subscription's cursor is refused for
+    // another (its readable set would be read as the other's).
+    let scoped;
+    let signed_for = if access.scope().is_empty() {
+        collection
+    } else {
+        scoped = format!("{collection}\u{0}{}", access.scope());
+        &scoped
+    };
     if let Some(cursor) = &cursor {
-        if !key.verify(user, collection, cursor) {
+        if !key.verify(user, signed_for, cursor) {
             return Err(StorageError::CursorRefused {
                 collection: collection.to_owned(),
             });
         }
     }
     let mut page = page_after(snap, access, collection, cursor, limit).await?;
-    page.cursor.m = key.sign(user, collection, &page.cursor);
+    page.cursor.m = key.sign(user, signed_for, &page.cursor);
     Ok(page)
 }
 

@@ -16,7 +16,7 @@ use fero_protocol::{Change, ChangeOutcome, ChangeResult, MutationId};
 use serde_json::json;
 
 use crate::error::StorageError;
-use crate::shared::{Access, CurrentRow, Refusal, Routed, SharedCursor};
+use crate::shared::{Access, CurrentRow, Refusal, Routed, SharedCursor, Subscribed};
 use crate::storage::{Storage, StoredDocument};
 use crate::user::UserId;
 
@@ -517,6 +517,77 @@ pub async fn a_cursor_is_honoured_only_as_issued_and_for_its_user<S: Storage>(
     Ok(())
 }
 
+/// A subscription narrows a user's readable set to the buckets it selects: its device gets the
+/// rows of those buckets alone (a selected bucket the user may not read stays out), a row that
+/// moves out of them arrives as a removal, and its cursor is refused for another subscription
+/// or for the whole set.
+///
+/// # Errors
+/// The storage's error.
+///
+/// # Panics
+/// When the backend breaks the contract.
+pub async fn a_subscription_reads_its_buckets_alone<S: Storage>(
+    storage: S,
+) -> Result<(), StorageError> {
+    let eve = TeamAccess::arc("sue", &["red", "blue"]);
+    let only = |buckets: &[&str], key: &str| -> Arc<dyn Access> {
+        Arc::new(Subscribed::new(
+            Arc::clone(&eve),
+            set(buckets),
+            key.to_owned(),
+        ))
+    };
+    let red = only(&["team:red", "team:green"], "red");
+    let blue = only(&["team:blue"], "blue");
+    storage
+        .shared_push(
+            Arc::clone(&eve),
+            TASKS,
+            vec![
+                task("r1", None, "sue-1", 1, "red"),
+                task("b1", None, "sue-1", 2, "blue"),
+                task("r2", None, "sue-1", 3, "red"),
+            ],
+        )
+        .await?;
+    let mut on_red = Device::default();
+    on_red.sync(&storage, &red, 1, &set(&["team:red"])).await?;
+    assert_eq!(on_red.rows.keys().collect::<Vec<_>>(), ["r1", "r2"]);
+    let mut on_blue = Device::default();
+    on_blue
+        .sync(&storage, &blue, 1, &set(&["team:blue"]))
+        .await?;
+    assert_eq!(on_blue.rows.keys().collect::<Vec<_>>(), ["b1"]);
+
+    // r1 moves to blue: it leaves the red subscription and enters the blue one.
+    storage
+        .shared_push(
+            Arc::clone(&eve),
+            TASKS,
+            vec![task("r1", Some(1), "sue-1", 4, "blue")],
+        )
+        .await?;
+    on_red.sync(&storage, &red, 1, &set(&["team:red"])).await?;
+    on_blue
+        .sync(&storage, &blue, 1, &set(&["team:blue"]))
+        .await?;
+    assert_eq!(on_red.rows.keys().collect::<Vec<_>>(), ["r2"]);
+    assert_eq!(on_blue.rows.keys().collect::<Vec<_>>(), ["b1", "r1"]);
+
+    // One subscription's cursor is not another's, nor the whole set's.
+    for other in [Arc::clone(&blue), Arc::clone(&eve)] {
+        let answer = storage
+            .shared_pull(other, TASKS, on_red.cursor.clone(), 10)
+            .await;
+        assert!(
+            answer.as_ref().is_err_and(StorageError::is_resync_required),
+            "a cursor was served to another subscription: {answer:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A small deterministic generator (xorshift64*), so that a failing seed replays exactly.
 #[derive(Debug, Clone)]
 struct Rng(u64);
@@ -531,7 +602,8 @@ impl Rng {
 }
 
 /// Seeded random interleavings of writes, moves between buckets, deletions, membership grants
-/// and removals, and partial pulls by several devices with small pages, under faults (answers
+/// and removals, and partial pulls by several devices with small pages (two of them syncing a
+/// subscription, a subset of their user's buckets), under faults (answers
 /// lost on the way, devices falling back to an older copy of themselves with its old cursor). After every page no
 /// device holds a row its user could not read when the page was served (checked in
 /// the device's apply against the model's readable set), and after a final pull every device holds
@@ -573,12 +645,35 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
     // Model: row id -> (version, team, live); member id -> (version, user, team, live).
     let mut rows: BTreeMap<String, (u64, String, bool)> = BTreeMap::new();
     let mut grants: BTreeMap<String, (u64, String, String, bool)> = BTreeMap::new();
-    let mut devices: Vec<(usize, Device)> = (0..4)
-        .map(|i| (i % USERS.len(), Device::default()))
+    // Devices 0 to 3 sync everything their user may read; device 4 (of u2) syncs a
+    // subscription to teams a and b only, and device 5 (of u3) one to team c.
+    let subscriptions: [Option<BTreeSet<String>>; 6] = [
+        None,
+        None,
+        None,
+        None,
+        Some(set(&[
+            &format!("team:{}", teams[0]),
+            &format!("team:{}", teams[1]),
+        ])),
+        Some(set(&[&format!("team:{}", teams[2])])),
+    ];
+    let mut devices: Vec<(usize, Option<BTreeSet<String>>, Device)> = subscriptions
+        .into_iter()
+        .enumerate()
+        .map(|(i, subscription)| (i % USERS.len(), subscription, Device::default()))
         .collect();
     let user_name = |u: usize| format!("s{seed}{}", USERS[u]);
-    let access_of = |u: usize| -> Arc<dyn Access> { TeamAccess::arc(&user_name(u), &[]) };
-    let readable_of = |grants: &BTreeMap<String, (u64, String, String, bool)>, u: usize| {
+    let access_of = |u: usize, subscription: &Option<BTreeSet<String>>| -> Arc<dyn Access> {
+        let access = TeamAccess::arc(&user_name(u), &[]);
+        match subscription {
+            None => access,
+            Some(buckets) => Arc::new(Subscribed::new(access, buckets.clone(), "sub".to_owned())),
+        }
+    };
+    let readable_of = |grants: &BTreeMap<String, (u64, String, String, bool)>,
+                       u: usize,
+                       subscription: &Option<BTreeSet<String>>| {
         let mut set: BTreeSet<String> = grants
             .values()
             .filter(|(_, user, _, live)| *live && *user == user_name(u))
@@ -586,6 +681,9 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
             .collect();
         set.insert(format!("user:{}", user_name(u)));
         set.insert("global".to_owned());
+        if let Some(buckets) = subscription {
+            set.retain(|bucket| buckets.contains(bucket));
+        }
         set
     };
     let mut saved: Vec<Option<Device>> = vec![None; devices.len()];
@@ -667,9 +765,9 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
                 let pick = rng.below(devices.len() as u64) as usize;
                 let limit = 1 + rng.below(4) as u32;
                 let pages = 1 + rng.below(3);
-                let (user, device) = &mut devices[pick];
-                let allowed = readable_of(&grants, *user);
-                let access = access_of(*user);
+                let (user, subscription, device) = &mut devices[pick];
+                let allowed = readable_of(&grants, *user, subscription);
+                let access = access_of(*user, subscription);
                 if rng.below(10) == 0 {
                     saved[pick] = Some(device.clone());
                 }
@@ -702,9 +800,9 @@ async fn interleaving<S: Storage>(storage: &S, seed: u64) -> Result<(), StorageE
         }
     }
     // Quiescence: every device pulls to the end and holds exactly what its user may read.
-    for (user, device) in &mut devices {
-        let allowed = readable_of(&grants, *user);
-        let access = access_of(*user);
+    for (user, subscription, device) in &mut devices {
+        let allowed = readable_of(&grants, *user, subscription);
+        let access = access_of(*user, subscription);
         device.sync(storage, &access, 3, &allowed).await?;
         let expected: BTreeMap<String, (u64, String)> = rows
             .iter()

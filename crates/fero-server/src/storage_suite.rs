@@ -1358,6 +1358,7 @@ macro_rules! storage_suite_tests {
             a_row_moving_between_buckets_moves_between_devices,
             random_interleavings_never_leak_or_skip,
             a_cursor_is_honoured_only_as_issued_and_for_its_user,
+            a_subscription_reads_its_buckets_alone,
         );
     };
     (@make required $make:expr, $clock:expr) => {

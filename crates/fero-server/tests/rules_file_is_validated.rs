@@ -87,7 +87,10 @@ fn unknown_keys_are_refused_where_they_are() {
     );
     assert_eq!((line, column), (3, 1));
     assert_eq!(key, "[collections.tasks].wirte");
-    assert!(message.contains("`bucket` and `write`"), "{message}");
+    assert!(
+        message.contains("`bucket`, `write` and `subscriptions`"),
+        "{message}"
+    );
 
     let (line, _, key, _, _) = refused("[acess]\nread = '[]'\n");
     assert_eq!((line, key.as_str()), (1, "acess"));

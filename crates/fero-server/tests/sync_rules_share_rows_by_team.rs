@@ -312,3 +312,47 @@ async fn claims_the_rules_cannot_read_get_403_and_a_private_cursor_gets_410() {
     assert_eq!(answer.error_code(), "resync_required");
     assert!(!answer.body.to_string().contains("t1"));
 }
+
+#[tokio::test]
+async fn the_example_team_subscription_serves_one_readable_team() {
+    let router = router();
+    let boss = token("boss", json!({ "teams": ["red", "blue"] }));
+    for (id, team, seq) in [("t-red", "red", 1), ("t-blue", "blue", 2)] {
+        let result = push(
+            &router,
+            &boss,
+            "tasks",
+            vec![change(id, None, "boss-1", seq, json!({ "team_id": team }))],
+        )
+        .await;
+        assert_eq!(code(&result[0]), "accepted");
+    }
+    let ada = token("ada", json!({ "teams": ["red"] }));
+    let pull_team = |team: &'static str| {
+        let router = router.clone();
+        let ada = ada.clone();
+        async move {
+            let body = json!({
+                "limit": 100,
+                "subscription": { "name": "team", "params": { "team_id": team } }
+            });
+            let answer = call(
+                &router,
+                Method::POST,
+                "/v1/collections/tasks/pull",
+                Some(&ada),
+                Some(body),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+            answer.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(pull_team("red").await, vec!["t-red"]);
+    assert!(pull_team("blue").await.is_empty(), "not ada's team");
+}
