@@ -150,6 +150,30 @@ pub enum Error {
         #[source]
         source: RemoteError,
     },
+    /// The pull of one subscription failed (see [`SubscriptionSync`](crate::SubscriptionSync)).
+    #[error("pull of subscription {subscription} of collection {collection} failed: {source}")]
+    SubscriptionPull {
+        /// The collection.
+        collection: String,
+        /// The subscription's key ([`fero_protocol::Subscription::key`]).
+        subscription: String,
+        /// The remote's error.
+        #[source]
+        source: RemoteError,
+    },
+    /// A subscription the store refuses to record.
+    #[error(
+        "collection {collection}: subscription {subscription} is not valid: {reason}; name a \
+         subscription rule of the server's sync rules"
+    )]
+    InvalidSubscription {
+        /// The collection.
+        collection: String,
+        /// The subscription's key ([`fero_protocol::Subscription::key`]).
+        subscription: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The remote answered a push with results that do not match the request.
     #[error(
         "collection {collection}: the remote answered a push of {sent} change(s) with a result \
@@ -194,7 +218,9 @@ impl Error {
                 source.sqlite_error_code(),
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
             ),
-            Error::Remote { source, .. } => source.is_transient(),
+            Error::Remote { source, .. } | Error::SubscriptionPull { source, .. } => {
+                source.is_transient()
+            }
             Error::TaskCancelled { .. } => true,
             _ => false,
         }
@@ -231,6 +257,15 @@ impl From<Error> for HandlerError {
         match error {
             // Keep the remote's own mapping (transient kinds, Retry-After).
             Error::Remote { source, .. } => HandlerError::from(source),
+            Error::SubscriptionPull {
+                subscription,
+                mut source,
+                ..
+            } => {
+                // The remote's mapping, with the subscription named in the message.
+                source.message = format!("subscription {subscription}: {}", source.message);
+                HandlerError::from(source)
+            }
             Error::ServerBehind { .. } => {
                 HandlerError::resync_required(ResyncReason::ServerBehind, error.to_string())
                     .with_source(error)

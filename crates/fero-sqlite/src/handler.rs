@@ -234,14 +234,31 @@ impl<R: Remote> CollectionSync<R> {
         })
     }
 
-    async fn apply(
+    pub(crate) async fn apply(
         &self,
         changes: RemoteChanges<LocalDocument, Document>,
         context: &ApplyContext,
     ) -> Result<ApplyResult> {
-        let checkpoint = context.checkpoint.clone();
+        self.apply_with(changes, context, context.checkpoint.clone(), |_, _| Ok(()))
+            .await
+    }
+
+    /// [`apply`](Self::apply) saving `checkpoint` (the engine's, or a store's own form of it)
+    /// with the page, and running `prepare` in the page's transaction before the page is
+    /// written: it may write its own rows and change the page (a
+    /// [`SubscriptionSync`](crate::SubscriptionSync) tags rows and filters the page there).
+    pub(crate) async fn apply_with<F>(
+        &self,
+        changes: RemoteChanges<LocalDocument, Document>,
+        context: &ApplyContext,
+        checkpoint: Option<SyncCheckpoint>,
+        prepare: F,
+    ) -> Result<ApplyResult>
+    where
+        F: FnOnce(&rusqlite::Connection, &mut Page) -> Result<()> + Send + 'static,
+    {
         let saves_checkpoint = checkpoint.is_some();
-        let page = Page {
+        let mut page = Page {
             collection: self.collection.to_string(),
             items: changes.items,
             discard_local: changes.discard_local,
@@ -257,7 +274,10 @@ impl<R: Remote> CollectionSync<R> {
         let applied = self
             .store
             .db()
-            .write(&operation, move |tx| apply_page(tx, page))
+            .write(&operation, move |tx| {
+                prepare(tx, &mut page)?;
+                apply_page(tx, page)
+            })
             .await?;
         tracing::debug!(
             collection = %self.collection,
@@ -276,13 +296,29 @@ impl<R: Remote> CollectionSync<R> {
 
     /// Starts a resync of the collection: every row becomes unseen (see [`fero::resync`]).
     async fn resync_begin(&self, feature: &FeatureKey, reason: ResyncReason) -> Result<()> {
+        self.resync_begin_with(feature, reason, |_, _| Ok(())).await
+    }
+
+    /// [`resync_begin`](Self::resync_begin), running `also` (with the collection) in the same
+    /// transaction.
+    pub(crate) async fn resync_begin_with<F>(
+        &self,
+        feature: &FeatureKey,
+        reason: ResyncReason,
+        also: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&rusqlite::Connection, &str) -> Result<()> + Send + 'static,
+    {
         let collection = self.collection.to_string();
         let operation = format!("start the resync ({reason}) of {collection} (feature {feature})");
         let generation = self
             .store
             .db()
             .write(&operation, move |tx| {
-                crate::resync::begin(tx, &collection, reason)
+                let generation = crate::resync::begin(tx, &collection, reason)?;
+                also(tx, &collection)?;
+                Ok(generation)
             })
             .await?;
         tracing::info!(collection = %self.collection, %feature, %reason, generation, "resync started");
@@ -290,7 +326,7 @@ impl<R: Remote> CollectionSync<R> {
     }
 
     /// Ends a resync: settles the rows the pull from scratch did not bring back.
-    async fn resync_end(
+    pub(crate) async fn resync_end(
         &self,
         feature: &FeatureKey,
         reason: ResyncReason,
@@ -309,7 +345,7 @@ impl<R: Remote> CollectionSync<R> {
     }
 
     /// The resync of the collection that began and did not end, if any.
-    async fn resync_pending(&self) -> Result<Option<ResyncReason>> {
+    pub(crate) async fn resync_pending(&self) -> Result<Option<ResyncReason>> {
         let collection = self.collection.to_string();
         self.store
             .db()
@@ -320,7 +356,7 @@ impl<R: Remote> CollectionSync<R> {
             .await
     }
 
-    async fn push(&self, items: &[LocalDocument]) -> Result<PushResult<Document>> {
+    pub(crate) async fn push(&self, items: &[LocalDocument]) -> Result<PushResult<Document>> {
         let collection = self.collection.to_string();
         let device = self.store.device_id().to_owned();
         let ids: Vec<String> = items.iter().map(|doc| doc.id.clone()).collect();

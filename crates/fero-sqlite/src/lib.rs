@@ -12,6 +12,8 @@
 //! - [`store`]: [`SqliteStore`], local edits (`put`, `delete`), reads, digest, reset.
 //! - [`document`]: [`LocalDocument`] and the outbox's [`OutboxEntry`].
 //! - [`handler`]: [`CollectionSync`], fetch, apply, push, conflict base, discard.
+//! - [`subscription`]: [`SubscriptionSync`], partial sync of a shared collection by the
+//!   subscriptions an app adds and drops at runtime ([`SqliteStore::subscribe`]).
 //! - [`conflict_log`]: [`ConflictRecord`], the durable record of every local edit a conflict
 //!   dropped or overwrote, written in the transaction that drops it.
 //! - [`metadata`]: the persistent [`SqliteSyncMetadataRepo`].
@@ -100,6 +102,7 @@ pub mod handler;
 pub mod metadata;
 pub mod schema;
 pub mod store;
+pub mod subscription;
 pub mod verify;
 
 mod apply;
@@ -114,4 +117,5 @@ pub use handler::CollectionSync;
 pub use metadata::SqliteSyncMetadataRepo;
 pub use schema::Synchronous;
 pub use store::{ResetReport, SqliteStore, StoreOptions};
+pub use subscription::{SubscriptionSync, UnsubscribeReport};
 pub use verify::VerifyReport;

@@ -19,6 +19,10 @@ use crate::store::SqliteStore;
 /// It shares its database (and connection) with the [`SqliteStore`] it came from, which is what
 /// lets a page of documents and its checkpoint commit in one transaction.
 ///
+/// A [`SubscriptionSync`](crate::SubscriptionSync) needs this repo: the checkpoint of a pull that
+/// ends on an empty page can carry the removals that page kept from the engine, and
+/// `save_checkpoint` applies them in the transaction that saves it (see [`crate::subscription`]).
+///
 /// # Examples
 /// ```
 /// use fero::{FeatureKey, SyncCheckpoint, SyncId, SyncMetadataRepo};
@@ -246,10 +250,12 @@ impl SyncMetadataRepo for SqliteSyncMetadataRepo {
         checkpoint: &SyncCheckpoint,
     ) -> std::result::Result<(), RepoError> {
         let (feature, checkpoint) = (feature.clone(), checkpoint.clone());
+        let now = self.db.clock.now();
         Ok(self
             .db
             .write("save a checkpoint", move |tx| {
-                write_checkpoint(tx, &feature, &checkpoint)
+                // A subscription checkpoint may carry work for the rows its page withheld.
+                crate::subscription::save_checkpoint(tx, &feature, &checkpoint, now)
             })
             .await?)
     }

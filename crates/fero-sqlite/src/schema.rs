@@ -11,6 +11,11 @@
 //!   `fero_documents`) and, while one is under way, its reason.
 //! - `fero_conflict_log`: local edits a conflict dropped or overwrote, until the app acknowledges
 //!   them (see [`ConflictRecord`](crate::ConflictRecord)).
+//! - `fero_subscriptions`: per collection, the subscriptions a
+//!   [`SubscriptionSync`](crate::SubscriptionSync) pulls, each with a generation that is never
+//!   reused.
+//! - `fero_subscription_rows`: which subscription delivered which row (its tags), so an
+//!   unsubscribe removes only the rows no other subscription still covers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -117,6 +122,29 @@ const MIGRATIONS: &[&str] = &[
          server_version     INTEGER,
          recorded_at        INTEGER NOT NULL
      );",
+    // 5: subscriptions (`subscription.rs`): the subsets of shared collections a device syncs,
+    // and which subscription delivered which row.
+    //
+    // `generation` (AUTOINCREMENT, never reused) tells a subscription from an earlier one with
+    // the same key that was dropped: a checkpoint or a page fetched for the earlier one must not
+    // be taken for the new one, which starts from the beginning.
+    //
+    // `fero_subscription_rows` is keyed by subscription first (an unsubscribe reads its rows),
+    // with an index by id (an apply asks whether another subscription still covers a row).
+    "CREATE TABLE fero_subscriptions (
+         generation   INTEGER PRIMARY KEY AUTOINCREMENT,
+         collection   TEXT    NOT NULL,
+         key          TEXT    NOT NULL,
+         subscription TEXT    NOT NULL,
+         UNIQUE (collection, key)
+     );
+     CREATE TABLE fero_subscription_rows (
+         collection TEXT NOT NULL,
+         key        TEXT NOT NULL,
+         id         TEXT NOT NULL,
+         PRIMARY KEY (collection, key, id)
+     ) WITHOUT ROWID;
+     CREATE INDEX fero_subscription_rows_id ON fero_subscription_rows (collection, id);",
 ];
 
 /// The schema version this build migrates to.
@@ -347,6 +375,36 @@ mod tests {
             .query_row("SELECT count(*) FROM fero_conflict_log", [], |r| r.get(0))
             .unwrap();
         assert_eq!(records, 0);
+    }
+
+    #[test]
+    fn a_database_at_version_four_gets_empty_subscription_tables_and_keeps_its_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..4] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO fero_documents (collection, id, data, version) VALUES ('c', 'a', '{}', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open_file(&path, Synchronous::Normal).unwrap();
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let count = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count("fero_documents"), 1);
+        assert_eq!(count("fero_subscriptions"), 0);
+        assert_eq!(count("fero_subscription_rows"), 0);
     }
 
     #[test]

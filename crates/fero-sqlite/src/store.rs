@@ -530,6 +530,10 @@ impl SqliteStore {
     /// user's work and a repair must not drop it. They keep the base version they were made on,
     /// so their push still meets the server's conflict check.
     ///
+    /// For a collection synced by subscriptions ([`SubscriptionSync`](crate::SubscriptionSync)),
+    /// the subscriptions stay and the record of which rows they delivered is cleared: the pull
+    /// from scratch records it again.
+    ///
     /// With a running [`FeroSync`](fero::FeroSync), call
     /// [`trigger_initial_sync`](fero::FeroSync::trigger_initial_sync) for the collection after
     /// this (or instead of it, to re-pull without removing rows first).
@@ -554,7 +558,14 @@ impl SqliteStore {
                         [&collection],
                         |row| row.get(0),
                     )
-                    .map_err(Error::sqlite(operation))?;
+                    .map_err(Error::sqlite(operation.clone()))?;
+                // The rows are pulled again from scratch, and tagged again by the subscriptions
+                // that deliver them (see `crate::subscription`); the subscriptions stay.
+                tx.execute(
+                    "DELETE FROM fero_subscription_rows WHERE collection = ?1",
+                    [&collection],
+                )
+                .map_err(Error::sqlite(format!("{operation}: clear the row tags")))?;
                 reset_feature(tx, &FeatureKey::new(&collection))?;
                 Ok(ResetReport {
                     removed: removed as u64,
