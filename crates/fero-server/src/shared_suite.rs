@@ -854,4 +854,38 @@ impl crate::shared::Sharing for TeamSharing {
             .unwrap_or_default();
         TeamAccess::arc(user.as_str(), &teams)
     }
+
+    /// `team` (`params.team`: one team) and `teams` (`params.teams`: a list) for `tasks`.
+    fn subscription_buckets(
+        &self,
+        collection: &str,
+        _user: &UserId,
+        _claims: &serde_json::Value,
+        subscription: &fero_protocol::Subscription,
+    ) -> Result<BTreeSet<String>, String> {
+        let params = &subscription.params;
+        let teams: Option<Vec<&str>> = match (collection, subscription.name.as_str()) {
+            (TASKS, "team") => params.get("team").and_then(|t| t.as_str()).map(|t| vec![t]),
+            (TASKS, "teams") => params
+                .get("teams")
+                .and_then(|t| t.as_array())
+                .map(|teams| teams.iter().filter_map(|t| t.as_str()).collect()),
+            _ => {
+                return Err(format!(
+                    "collection {collection:?} has no subscription {:?}",
+                    subscription.name
+                ));
+            }
+        };
+        let teams = teams.ok_or_else(|| {
+            format!(
+                "subscription {:?}: a parameter is missing or not a string",
+                subscription.name
+            )
+        })?;
+        Ok(teams
+            .into_iter()
+            .map(|team| format!("team:{team}"))
+            .collect())
+    }
 }

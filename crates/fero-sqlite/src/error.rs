@@ -157,9 +157,9 @@ pub enum Error {
         collection: String,
         /// The subscription's key ([`fero_protocol::Subscription::key`]).
         subscription: String,
-        /// The remote's error.
+        /// The remote's error (boxed: the error stays small).
         #[source]
-        source: RemoteError,
+        source: Box<RemoteError>,
     },
     /// A subscription the store refuses to record.
     #[error(
@@ -218,9 +218,8 @@ impl Error {
                 source.sqlite_error_code(),
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
             ),
-            Error::Remote { source, .. } | Error::SubscriptionPull { source, .. } => {
-                source.is_transient()
-            }
+            Error::Remote { source, .. } => source.is_transient(),
+            Error::SubscriptionPull { source, .. } => source.is_transient(),
             Error::TaskCancelled { .. } => true,
             _ => false,
         }
@@ -264,7 +263,7 @@ impl From<Error> for HandlerError {
             } => {
                 // The remote's mapping, with the subscription named in the message.
                 source.message = format!("subscription {subscription}: {}", source.message);
-                HandlerError::from(source)
+                HandlerError::from(*source)
             }
             Error::ServerBehind { .. } => {
                 HandlerError::resync_required(ResyncReason::ServerBehind, error.to_string())

@@ -71,8 +71,8 @@
 //! # Limits
 //! - Pull-ahead is not supported: the handler's `prefetch_*` calls are the traits' defaults, a
 //!   plain fetch that does not wait for the engine's [`PageGate`](fero::PageGate).
-//! - There is no `verify`: the server's digest covers every row the user may read, not the rows
-//!   of the device's subscriptions.
+//! - [`SubscriptionSync::verify`] compares the store with the server's digest of the current
+//!   subscriptions ([`Remote::subscriptions_digest`]).
 //! - A row created on this device belongs to no subscription until a subscription delivers it;
 //!   a row kept by an unsubscribe for its pending edit stays after its push, untagged, until a
 //!   subscription delivers it again or the collection is reset.
@@ -92,7 +92,7 @@ use fero::{
     InitialSyncHandler, PushResult, RemoteChanges, ResyncOutcome, ResyncReason, SyncBatchResult,
     SyncCheckpoint, SyncId, SyncPayload, Timestamp,
 };
-use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, Remote, Subscription};
+use fero_protocol::{DigestVersion, Document, MAX_PAGE_SIZE, PullRequest, Remote, Subscription};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,7 @@ use crate::error::{Error, Result};
 use crate::handler::CollectionSync;
 use crate::metadata::write_checkpoint;
 use crate::store::SqliteStore;
+use crate::verify::VerifyReport;
 
 /// What [`SqliteStore::unsubscribe`] did.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -317,6 +318,42 @@ impl<R: Remote> SubscriptionSync<R> {
         self.inner.remote()
     }
 
+    /// Compares the store's copy of the collection with what its subscriptions select on the
+    /// server: the count and content digest (version 2) of the store's live rows against
+    /// [`Remote::subscriptions_digest`] for the current subscriptions (their union, narrowed
+    /// by the server to what the user may read).
+    ///
+    /// Verify after a completed sync: rows not pulled yet show as drift. Rows the store holds
+    /// outside every subscription (a row created on this device and not pushed yet, a row an
+    /// unsubscribe kept for its pending edit) show as drift too.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the digest cannot be fetched (a server without subscriptions
+    /// answers [`Unsupported`](fero_protocol::RemoteErrorKind::Unsupported)), [`Error::Sqlite`]
+    /// when the local one cannot be read.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let collection = self.collection();
+        let subscriptions = self.store().subscriptions(collection).await?;
+        let remote = self
+            .remote()
+            .subscriptions_digest(collection, &subscriptions)
+            .await
+            .map_err(|source| Error::Remote {
+                collection: collection.to_owned(),
+                source,
+            })?;
+        let local = self.store().content_digest(collection).await?;
+        Ok(VerifyReport {
+            collection: collection.to_owned(),
+            digest_version: DigestVersion::V2,
+            local_count: local.count(),
+            local_digest: local.hex(),
+            remote_count: remote.count,
+            remote_digest: remote.digest,
+            content_drift: false,
+        })
+    }
+
     /// One page of the subscriptions after `checkpoint` (see the module docs).
     async fn fetch(
         &self,
@@ -360,7 +397,7 @@ impl<R: Remote> SubscriptionSync<R> {
                 .map_err(|source| Error::SubscriptionPull {
                     collection: collection.clone(),
                     subscription: sub.key.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let removals: Vec<String> = response
                 .items
