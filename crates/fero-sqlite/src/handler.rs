@@ -9,7 +9,9 @@ use fero::{
     InitialSyncHandler, PageGate, PushResult, RemoteChanges, ResyncOutcome, ResyncReason,
     SyncBatchResult, SyncCheckpoint, SyncPayload,
 };
-use fero_protocol::{DigestVersion, Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote};
+use fero_protocol::{
+    ContentDigestResponse, DigestVersion, Document, MAX_PAGE_SIZE, PullRequest, PushRequest, Remote,
+};
 
 use crate::apply::{Page, apply_page, restore_base};
 use crate::document::LocalDocument;
@@ -153,8 +155,22 @@ impl<R: Remote> CollectionSync<R> {
             }
             Err(error) => return Err(remote_error(error)),
         };
+        let mut report = self.verify_against(remote).await?;
+        if report.is_drift() {
+            // Rare, so the second round trip is paid only here: same ids and versions with
+            // other content is corruption or a hand edit, not a missed page.
+            report.content_drift = self.verify_v1().await?.is_match();
+        }
+        Ok(report)
+    }
+
+    /// The store's content digest (version 2) of the collection against `remote`'s.
+    pub(crate) async fn verify_against(
+        &self,
+        remote: ContentDigestResponse,
+    ) -> Result<VerifyReport> {
         let local = self.store.content_digest(&self.collection).await?;
-        let mut report = VerifyReport {
+        Ok(VerifyReport {
             collection: self.collection.to_string(),
             digest_version: DigestVersion::V2,
             local_count: local.count(),
@@ -162,13 +178,7 @@ impl<R: Remote> CollectionSync<R> {
             remote_count: remote.count,
             remote_digest: remote.digest,
             content_drift: false,
-        };
-        if report.is_drift() {
-            // Rare, so the second round trip is paid only here: same ids and versions with
-            // other content is corruption or a hand edit, not a missed page.
-            report.content_drift = self.verify_v1().await?.is_match();
-        }
-        Ok(report)
+        })
     }
 
     /// [`verify`](Self::verify) with digest version 1 only.

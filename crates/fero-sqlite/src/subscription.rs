@@ -92,7 +92,7 @@ use fero::{
     InitialSyncHandler, PushResult, RemoteChanges, ResyncOutcome, ResyncReason, SyncBatchResult,
     SyncCheckpoint, SyncId, SyncPayload, Timestamp,
 };
-use fero_protocol::{DigestVersion, Document, MAX_PAGE_SIZE, PullRequest, Remote, Subscription};
+use fero_protocol::{Document, MAX_PAGE_SIZE, PullRequest, Remote, Subscription};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -342,16 +342,7 @@ impl<R: Remote> SubscriptionSync<R> {
                 collection: collection.to_owned(),
                 source,
             })?;
-        let local = self.store().content_digest(collection).await?;
-        Ok(VerifyReport {
-            collection: collection.to_owned(),
-            digest_version: DigestVersion::V2,
-            local_count: local.count(),
-            local_digest: local.hex(),
-            remote_count: remote.count,
-            remote_digest: remote.digest,
-            content_drift: false,
-        })
+        self.inner.verify_against(remote).await
     }
 
     /// One page of the subscriptions after `checkpoint` (see the module docs).
