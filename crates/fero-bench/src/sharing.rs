@@ -219,38 +219,59 @@ impl SharedServer {
     }
 }
 
+/// The rows of `teams` (name, rows) in the order [`seed_teams`] writes them, interleaved over
+/// the teams (row 0 of every team, then row 1, …): each row's team, its row number in the team
+/// and its content index (from `first_index + 1`). Generated on demand, so the same rows can be
+/// produced again (the private copy of W7) without keeping them.
+fn team_rows(
+    teams: &[(String, usize)],
+    first_index: u64,
+) -> impl Iterator<Item = (&str, usize, u64)> {
+    let deepest = teams.iter().map(|(_, rows)| *rows).max().unwrap_or(0);
+    (0..deepest)
+        .flat_map(move |row| {
+            teams
+                .iter()
+                .filter(move |(_, rows)| row < *rows)
+                .map(move |(team, _)| (team.as_str(), row))
+        })
+        .zip(first_index + 1..)
+        .map(|((team, row), index)| (team, row, index))
+}
+
+/// The ids of every row of the teams of `teams` named in `keep`, sorted.
+///
+/// Made after the seeding, not kept during it: holding the seeded rows (ids and content) in the
+/// bench's heap while the server's pages were built and freed around them left glibc's heap
+/// fragmented, and every later allocation of the process (the device's parse, apply and drop
+/// of each page, the in-process server's work) paid for it: W7-move's device ran about 2.5
+/// times slower than with the same rows seeded and nothing kept (see BENCHMARKS.md, W7).
+fn team_ids(teams: &[(String, usize)], keep: &BTreeSet<String>) -> Vec<String> {
+    let mut ids: Vec<String> = teams
+        .iter()
+        .filter(|(team, _)| keep.contains(team))
+        .flat_map(|(team, rows)| (0..*rows).map(move |row| task_id(team, row)))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Adds `teams` (name, rows) to `tasks`, rows interleaved over the teams (row 0 of every team,
-/// then row 1, …) so that no team's rows are contiguous in the feed; returns the rows written
-/// for each team listed in `keep` (id and content), in feed order.
+/// then row 1, …) so that no team's rows are contiguous in the feed. Keeps nothing of them: see
+/// [`team_ids`] for the ids.
 async fn seed_teams(
     server: &mut SharedServer,
     teams: &[(String, usize)],
     first_index: u64,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<(String, serde_json::Value)>, BenchError> {
-    let deepest = teams.iter().map(|(_, rows)| *rows).max().unwrap_or(0);
-    let mut kept = Vec::new();
+) -> Result<(), BenchError> {
     let mut page = Vec::with_capacity(PUSH_PAGE);
-    let mut index = first_index;
-    for row in 0..deepest {
-        for (team, rows) in teams {
-            if row >= *rows {
-                continue;
-            }
-            index += 1;
-            let id = task_id(team, row);
-            let data = task_data(team, index);
-            if keep.contains(team) {
-                kept.push((id.clone(), data.clone()));
-            }
-            page.push((id, data));
-            if page.len() == PUSH_PAGE {
-                server.admin_push(TASKS, std::mem::take(&mut page)).await?;
-            }
+    for (team, row, index) in team_rows(teams, first_index) {
+        page.push((task_id(team, row), task_data(team, index)));
+        if page.len() == PUSH_PAGE {
+            server.admin_push(TASKS, std::mem::take(&mut page)).await?;
         }
     }
-    server.admin_push(TASKS, page).await?;
-    Ok(kept)
+    server.admin_push(TASKS, page).await
 }
 
 /// A device: a fresh `fero-sqlite` file and an engine syncing one collection over HTTP.
@@ -515,24 +536,25 @@ pub async fn run_w7(options: &W7Options) -> Result<W7Line, BenchError> {
         .iter()
         .map(|&index| team_name(index, options.teams))
         .collect();
-    let kept = seed_teams(&mut server, &teams, 0, &mine).await?;
-    let mine: Vec<String> = mine.into_iter().collect();
-    server.grant(DEVICE, &mine).await?;
-    let rows: Vec<SeedRow> = kept
-        .iter()
-        .map(|(id, data)| SeedRow::new(id.clone(), data.clone()))
-        .collect();
+    seed_teams(&mut server, &teams, 0).await?;
+    let mine_list: Vec<String> = mine.iter().cloned().collect();
+    server.grant(DEVICE, &mine_list).await?;
+    // The private copy: the same rows (ids, content, feed order), generated again page by page.
     let device = UserId::new(DEVICE);
-    for page in rows.chunks(PUSH_PAGE) {
+    let mut private_rows = team_rows(&teams, 0)
+        .filter(|(team, _, _)| mine.contains(*team))
+        .map(|(team, row, index)| SeedRow::new(task_id(team, row), task_data(team, index)))
+        .peekable();
+    while private_rows.peek().is_some() {
+        let page: Vec<SeedRow> = private_rows.by_ref().take(PUSH_PAGE).collect();
         server
             .storage
-            .seed(&device, PRIVATE, page.to_vec())
+            .seed(&device, PRIVATE, page)
             .await
             .map_err(server_error)?;
     }
     let seed_s = seeding.elapsed().as_secs_f64();
-    let mut expected: Vec<String> = kept.into_iter().map(|(id, _)| id).collect();
-    expected.sort();
+    let expected = team_ids(&teams, &mine);
     let server_rows = teams.iter().map(|(_, rows)| *rows as u64).sum();
     let load_before = load_average();
     let mut shared = Vec::with_capacity(options.runs);
@@ -658,23 +680,13 @@ pub async fn run_w7_move(options: &W7MoveOptions) -> Result<W7MoveLine, BenchErr
     let mut server = SharedServer::start(&users).await?;
     let small = "small".to_owned();
     let big = "big".to_owned();
-    let keep = BTreeSet::from([small.clone(), big.clone()]);
-    let kept = seed_teams(
-        &mut server,
-        &[
-            (small.clone(), options.small_rows),
-            (big.clone(), options.move_rows),
-        ],
-        0,
-        &keep,
-    )
-    .await?;
-    let mut before: Vec<String> = kept
-        .iter()
-        .filter(|(_, data)| data["team"] == small.as_str())
-        .map(|(id, _)| id.clone())
-        .collect();
-    let mut after: Vec<String> = kept.into_iter().map(|(id, _)| id).collect();
+    let teams = [
+        (small.clone(), options.small_rows),
+        (big.clone(), options.move_rows),
+    ];
+    seed_teams(&mut server, &teams, 0).await?;
+    let mut before = team_ids(&teams, &BTreeSet::from([small.clone()]));
+    let mut after = team_ids(&teams, &BTreeSet::from([small.clone(), big.clone()]));
     let load_before = load_average();
     let mut each = Vec::with_capacity(options.runs);
     let mut pulled = Vec::with_capacity(options.runs);
@@ -911,10 +923,9 @@ pub async fn run_w7_buckets(options: &W7BucketsOptions) -> Result<W7BucketsLine,
         .collect();
     let names: Vec<String> = teams.iter().map(|(team, _)| team.clone()).collect();
     let keep: BTreeSet<String> = names.iter().cloned().collect();
-    let kept = seed_teams(&mut server, &teams, 0, &keep).await?;
+    seed_teams(&mut server, &teams, 0).await?;
     server.grant(DEVICE, &names).await?;
-    let mut expected: Vec<String> = kept.into_iter().map(|(id, _)| id).collect();
-    expected.sort();
+    let mut expected = team_ids(&teams, &keep);
     let load_before = load_average();
     let started = Instant::now();
     let device = Device::open(W, &server, DEVICE, TASKS, "buckets.db", options.batch).await?;
@@ -971,16 +982,10 @@ pub async fn run_w7_flat(options: &W7BucketsOptions) -> Result<Vec<W7FlatLine>, 
     let mut server = SharedServer::start(&[DEVICE.to_owned()]).await?;
     let mine: Vec<String> = (0..3).map(|k| format!("mine{k}")).collect();
     let keep: BTreeSet<String> = mine.iter().cloned().collect();
-    let kept = seed_teams(
-        &mut server,
-        &mine.iter().map(|t| (t.clone(), 2)).collect::<Vec<_>>(),
-        0,
-        &keep,
-    )
-    .await?;
+    let my_teams: Vec<(String, usize)> = mine.iter().map(|t| (t.clone(), 2)).collect();
+    seed_teams(&mut server, &my_teams, 0).await?;
     server.grant(DEVICE, &mine).await?;
-    let mut expected: Vec<String> = kept.into_iter().map(|(id, _)| id).collect();
-    expected.sort();
+    let mut expected = team_ids(&my_teams, &keep);
     let device = Device::open(W, &server, DEVICE, TASKS, "flat.db", options.batch).await?;
     device.sync.run().await.map_err(BenchError::sync(W))?;
     device.verify(W, TASKS, &expected).await?;
@@ -991,7 +996,7 @@ pub async fn run_w7_flat(options: &W7BucketsOptions) -> Result<Vec<W7FlatLine>, 
         let teams: Vec<(String, usize)> = (seeded..others)
             .map(|index| (team_name(index, largest), 2))
             .collect();
-        seed_teams(&mut server, &teams, 2 * seeded as u64 + 6, &BTreeSet::new()).await?;
+        seed_teams(&mut server, &teams, 2 * seeded as u64 + 6).await?;
         seeded = others;
         // Not timed: the round that catches up after the seeding (nothing of the user's).
         device.sync.sync_now().await.map_err(BenchError::sync(W))?;
@@ -1116,6 +1121,27 @@ mod tests {
         assert_eq!(team_name(42, 1_000), "t0042");
         assert_eq!(team_name(42, 100_000), "t00042");
         assert_eq!(team_name(3, 10), "t0003");
+    }
+
+    #[test]
+    fn team_rows_interleave_the_teams_and_number_the_content_from_the_first_index() {
+        let teams = [("a".to_owned(), 2), ("b".to_owned(), 3)];
+        let rows: Vec<(&str, usize, u64)> = team_rows(&teams, 10).collect();
+        assert_eq!(
+            rows,
+            [
+                ("a", 0, 11),
+                ("b", 0, 12),
+                ("a", 1, 13),
+                ("b", 1, 14),
+                ("b", 2, 15)
+            ]
+        );
+        let keep = BTreeSet::from(["b".to_owned()]);
+        assert_eq!(
+            team_ids(&teams, &keep),
+            ["task-b-000000", "task-b-000001", "task-b-000002"]
+        );
     }
 
     #[test]

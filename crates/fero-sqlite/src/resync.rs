@@ -94,10 +94,10 @@ pub(crate) fn mark_seen(conn: &Connection, collection: &str, items: &[&Document]
     for doc in items {
         stamp
             .execute(params![collection, doc.id, generation])
-            .map_err(Error::sqlite(format!(
-                "mark {:?} of {collection} seen by the resync",
-                doc.id
-            )))?;
+            .map_err(|source| Error::Sqlite {
+                operation: format!("mark {:?} of {collection} seen by the resync", doc.id),
+                source,
+            })?;
         if requeue_newer(conn, collection, doc)? {
             repushed += 1;
         }
