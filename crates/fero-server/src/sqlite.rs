@@ -41,8 +41,9 @@ mod shared;
 
 /// The schema version this code writes (`PRAGMA user_version`): 1 was the first; 2 added
 /// `mutations.recorded_at`; 3 added `mutations.collection`; 4 added `restore_epoch`; 5 added the
-/// shared-collection tables ([`shared::SHARED_SCHEMA`]).
-const SCHEMA_VERSION: i64 = 5;
+/// shared-collection tables ([`shared::SHARED_SCHEMA`]); 6 stores `shared_rows` clustered by
+/// bucket ([`shared::CLUSTER_SHARED_ROWS`]).
+const SCHEMA_VERSION: i64 = 6;
 
 /// The latest schema, for an empty database. An older file is migrated instead
 /// ([`migrate`]); both must end in the same tables, columns and indexes.
@@ -367,6 +368,16 @@ fn migrate(tx: &rusqlite::Transaction<'_>, found: i64, now: Timestamp) -> Result
             from = found,
             to = 5,
             "migrated the SQLite schema: shared collections"
+        );
+    }
+    if found == 5 {
+        // Version 5's `shared_rows` is a rowid table: rewritten in bucket order. A file older
+        // than 5 got the clustered table from `SHARED_SCHEMA` above.
+        tx.execute_batch(shared::CLUSTER_SHARED_ROWS)?;
+        tracing::info!(
+            from = found,
+            to = 6,
+            "migrated the SQLite schema: shared_rows clustered by bucket"
         );
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! version 2, written before answers named their collection, migrates to 3 and its answers
 //! still refuse a mutation id reused for another id; a file of version 3, written before restore
 //! epochs, migrates to 4 with an epoch and its plain positions keep working; a newer version is
-//! refused; a large backlog of old answers is pruned in several batches.
+//! refused; a large backlog of old answers is pruned in several batches; a file of version 5
+//! rewrites its shared rows clustered by bucket and keeps its cursors.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     let migrated_at = clock.now();
     let storage = SqliteStorage::open_with_clock(&path, Arc::new(clock.clone()))
         .expect("a version 1 file opens and migrates");
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let recorded_at: i64 = Connection::open(&path)
         .unwrap()
         .query_row(
@@ -171,7 +172,7 @@ async fn a_version_1_file_migrates_and_keeps_its_rows_and_push_answers() {
     drop(storage);
 
     let reopened = SqliteStorage::open(&path).expect("a migrated file reopens");
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     assert_eq!(reopened.digest(&alice, "notes").await.unwrap().count(), 1);
 }
 
@@ -290,7 +291,7 @@ async fn a_version_2_file_migrates_and_its_answers_refuse_a_reused_mutation_id()
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 2 file opens and migrates");
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let alice = UserId::new("alice");
 
     // The same row replayed: the original answer, as before.
@@ -365,7 +366,7 @@ async fn a_version_3_file_migrates_to_a_restore_epoch_and_keeps_its_positions() 
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 3 file opens and migrates");
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let stored: i64 = Connection::open(&path)
         .unwrap()
         .query_row("SELECT epoch FROM restore_epoch", [], |row| row.get(0))
@@ -424,7 +425,7 @@ async fn a_version_4_file_gains_the_shared_tables_and_keeps_its_private_rows() {
         .unwrap();
     }
     let storage = SqliteStorage::open(&path).expect("a version 4 file opens and migrates");
-    assert_eq!(user_version(&path), 5);
+    assert_eq!(user_version(&path), 6);
     let page = storage
         .pull(&UserId::new("alice"), "notes", SyncId(0), 10)
         .await
@@ -455,4 +456,132 @@ async fn a_version_4_file_gains_the_shared_tables_and_keeps_its_private_rows() {
         1,
         "the shared tables work after the migration"
     );
+}
+
+/// `shared_rows` as schema version 5 released it: a rowid table with a bucket index.
+const SHARED_ROWS_VERSION_5: &str = "
+CREATE TABLE shared_rows (
+    collection TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    bucket     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    data       TEXT    NOT NULL,
+    entered    INTEGER NOT NULL,
+    UNIQUE (collection, id)
+);
+CREATE INDEX shared_rows_bucket ON shared_rows (collection, bucket, seq);
+";
+
+/// A shared change of `id` into `team`, the `seq`-th of device `phone`.
+fn team_change(id: &str, team: &str, seq: u64) -> Change {
+    Change {
+        id: id.into(),
+        base_version: None,
+        mutation_id: MutationId::new("phone", seq),
+        deleted: false,
+        data: json!({ "team": team, "n": seq }),
+    }
+}
+
+#[tokio::test]
+async fn a_version_5_file_clusters_its_shared_rows_and_keeps_its_cursors() {
+    use fero_server::shared_suite::TeamAccess;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.db");
+    let access = TeamAccess::arc("alice", &["red", "blue"]);
+    let (first, everything) = {
+        let storage = SqliteStorage::open(&path).unwrap();
+        // Interleaved teams, a move (an exit from red) and a deletion.
+        let mut changes: Vec<Change> = (1..=6)
+            .map(|n| team_change(&format!("t{n}"), ["red", "blue"][n as usize % 2], n))
+            .collect();
+        changes.push(team_change("t1", "blue", 7));
+        let mut gone = team_change("t2", "red", 8);
+        gone.deleted = true;
+        changes.push(gone);
+        let pushed = storage
+            .shared_push(Arc::clone(&access), "tasks", changes)
+            .await
+            .unwrap();
+        assert_eq!(pushed.outcome.results.len(), 8);
+        let first = storage
+            .shared_pull(Arc::clone(&access), "tasks", None, 2)
+            .await
+            .unwrap();
+        let everything = storage
+            .shared_pull(Arc::clone(&access), "tasks", None, 100)
+            .await
+            .unwrap();
+        drop(storage);
+        // Back to version 5: the same rows in the rowid table.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "ALTER TABLE shared_rows RENAME TO shared_rows_v6;
+             {SHARED_ROWS_VERSION_5}
+             INSERT INTO shared_rows (collection, id, bucket, version, seq, updated_at, deleted,
+                                      data, entered)
+                 SELECT collection, id, bucket, version, seq, updated_at, deleted, data, entered
+                   FROM shared_rows_v6;
+             DROP TABLE shared_rows_v6;
+             PRAGMA user_version = 5;"
+        ))
+        .unwrap();
+        (first, everything)
+    };
+    let storage = SqliteStorage::open(&path).expect("a version 5 file opens and migrates");
+    assert_eq!(user_version(&path), 6);
+    let conn = Connection::open(&path).unwrap();
+    let (rowid_tables, old_index): (i64, i64) = conn
+        .query_row(
+            "SELECT
+                 (SELECT COUNT(*) FROM sqlite_master
+                   WHERE name LIKE 'shared_rows%' AND type = 'table'
+                     AND sql NOT LIKE '%WITHOUT ROWID%'),
+                 (SELECT COUNT(*) FROM sqlite_master WHERE name = 'shared_rows_bucket')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (rowid_tables, old_index),
+        (0, 0),
+        "only the clustered table is left"
+    );
+    // The same feed from the origin, and a cursor handed out before goes on where it was.
+    let again = storage
+        .shared_pull(Arc::clone(&access), "tasks", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(json!(again.items), json!(everything.items));
+    let rest = storage
+        .shared_pull(
+            Arc::clone(&access),
+            "tasks",
+            Some(first.cursor.clone()),
+            100,
+        )
+        .await
+        .expect("a cursor of version 5 stays valid");
+    let mut resumed = first.items.clone();
+    resumed.extend(rest.items);
+    assert_eq!(json!(resumed), json!(everything.items));
+    assert_eq!(everything.items.len(), 6, "5 live rows and t2's removal");
+    // Writes after the migration land in the clustered table and reach the feed.
+    storage
+        .shared_push(
+            Arc::clone(&access),
+            "tasks",
+            vec![team_change("t9", "red", 9)],
+        )
+        .await
+        .unwrap();
+    let after = storage
+        .shared_pull(access, "tasks", Some(again.cursor), 100)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = after.items.iter().map(|item| item.id.as_str()).collect();
+    assert_eq!(ids, ["t9"]);
 }
